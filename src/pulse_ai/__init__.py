@@ -1,0 +1,57 @@
+"""pulse-ai: the AI layer of a multi-tenant analytics platform.
+
+async with PulseAI.default() as ai:
+    result = await ai.embed(["a text", "another"])
+"""
+
+from pulse_ai.catalog import Capability, ModelSpec, Tier
+from pulse_ai.client import PulseAI
+from pulse_ai.config import LoadedConfig, PulseConfig, load_config, load_config_text
+from pulse_ai.errors import (
+    AllProvidersFailed,
+    AuthenticationError,
+    BadRequestError,
+    ConfigError,
+    FailedAttempt,
+    InputError,
+    MalformedResponseError,
+    ProviderError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    PulseAIError,
+    RateLimitedError,
+    UnknownModelError,
+)
+from pulse_ai.providers.base import GenerationStream, HealthStatus
+from pulse_ai.types import EmbeddingResult, GenerationParams, GenerationResult, Message, Usage
+
+__all__ = [
+    "AllProvidersFailed",
+    "AuthenticationError",
+    "BadRequestError",
+    "Capability",
+    "ConfigError",
+    "EmbeddingResult",
+    "FailedAttempt",
+    "GenerationParams",
+    "GenerationResult",
+    "GenerationStream",
+    "HealthStatus",
+    "InputError",
+    "LoadedConfig",
+    "MalformedResponseError",
+    "Message",
+    "ModelSpec",
+    "ProviderError",
+    "ProviderTimeoutError",
+    "ProviderUnavailableError",
+    "PulseAI",
+    "PulseAIError",
+    "PulseConfig",
+    "RateLimitedError",
+    "Tier",
+    "UnknownModelError",
+    "Usage",
+    "load_config",
+    "load_config_text",
+]

@@ -1,0 +1,234 @@
+"""Model facts (dimensions, limits, prices, tier) from ``catalog.yaml``, merged with config overrides.
+
+A model the catalog does not know is refused unless the configuration declares every fact pulse-ai
+needs for it; facts are never borrowed from another model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, ValidationError
+
+from pulse_ai.errors import ConfigError, UnknownModelError
+
+if TYPE_CHECKING:
+    from pulse_ai.config import ModelConfig
+
+__all__ = ["Capability", "Catalog", "CatalogEntry", "ModelSpec", "Tier", "default_catalog"]
+
+LOCAL_PROVIDER_TYPES = frozenset({"sentence_transformers"})
+# Used only when a configuration declares a model the catalog does not know and leaves the request
+# limits out: a conservative request shape, not another model's facts.
+DEFAULT_MAX_INPUTS_PER_REQUEST = 64
+
+
+class Capability(StrEnum):
+    EMBEDDING = "embedding"
+    GENERATION = "generation"
+
+
+class Tier(StrEnum):
+    FAST = "fast"
+    BALANCED = "balanced"
+    QUALITY = "quality"
+
+    @property
+    def rank(self) -> int:
+        return {"fast": 0, "balanced": 1, "quality": 2}[self.value]
+
+
+class CatalogEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    family: str
+    capabilities: list[Capability] = Field(min_length=1)
+    dimensions: PositiveInt | None = None
+    supports_dimensions: bool = False
+    normalized: bool = True
+    max_input_tokens: PositiveInt
+    max_inputs_per_request: PositiveInt | None = None
+    max_tokens_per_request: PositiveInt | None = None
+    max_output_tokens: PositiveInt | None = None
+    input_price_per_million: NonNegativeFloat
+    output_price_per_million: NonNegativeFloat = 0.0
+    tier: Tier = Tier.BALANCED
+
+
+class _CatalogFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    price_table_version: str
+    models: dict[str, CatalogEntry]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything pulse-ai knows about one configured model of one provider."""
+
+    provider: str
+    provider_type: str
+    name: str
+    wire_name: str
+    family: str
+    capabilities: frozenset[Capability]
+    dimensions: int | None
+    send_dimensions: bool
+    normalized: bool
+    max_input_tokens: int
+    max_inputs_per_request: int
+    max_tokens_per_request: int | None
+    max_output_tokens: int | None
+    input_price_per_million: float
+    output_price_per_million: float
+    price_table_version: str
+    tier: Tier
+    space: str | None = None
+    path: str | None = None
+
+    @property
+    def ref(self) -> str:
+        """The ``provider/model`` id used in pipelines and results."""
+        return f"{self.provider}/{self.name}"
+
+    @property
+    def vector_space(self) -> str:
+        """(model identity, dimensions, normalisation) as one id; an explicit ``space`` wins."""
+        if self.space:
+            return self.space
+        norm = "unit" if self.normalized else "raw"
+        return f"{self.family}@{self.dimensions}/{norm}"
+
+    def supports(self, capability: Capability) -> bool:
+        return capability in self.capabilities
+
+    def cost_usd(self, input_tokens: int, output_tokens: int = 0) -> float:
+        """The one place a price becomes a cost."""
+        return (input_tokens * self.input_price_per_million + output_tokens * self.output_price_per_million) / 1_000_000
+
+
+class Catalog:
+    """The model table, keyed by catalog model name."""
+
+    def __init__(self, entries: dict[str, CatalogEntry], price_table_version: str) -> None:
+        self.entries = entries
+        self.price_table_version = price_table_version
+
+    @classmethod
+    def from_yaml(cls, text: str, source: str = "catalog.yaml") -> Catalog:
+        try:
+            parsed = _CatalogFile.model_validate(yaml.safe_load(text))
+        except (yaml.YAMLError, ValidationError) as exc:
+            raise ConfigError(f"invalid model catalog: {exc}", source=source) from exc
+        return cls(parsed.models, parsed.price_table_version)
+
+    def get(self, name: str) -> CatalogEntry | None:
+        return self.entries.get(name)
+
+    def resolve(self, provider: str, provider_type: str, model: ModelConfig, key_path: str, source: str) -> ModelSpec:
+        """Merge the catalog's facts for ``model.name`` with the configuration's overrides."""
+        entry = self.get(model.name)
+        local = provider_type in LOCAL_PROVIDER_TYPES
+        if entry is None:
+            entry = self._entry_from_config(provider, model, local, key_path, source)
+        capabilities = frozenset(model.capabilities or entry.capabilities)
+        dimensions = entry.dimensions
+        send_dimensions = False
+        if model.dimensions is not None and model.dimensions != entry.dimensions:
+            if not entry.supports_dimensions:
+                raise ConfigError(
+                    f"model {model.name!r} has a fixed size of {entry.dimensions} dimensions and does not "
+                    f"accept `dimensions: {model.dimensions}`; remove the key",
+                    source=source,
+                    key_path=f"{key_path}.dimensions",
+                )
+            if entry.dimensions is not None and model.dimensions > entry.dimensions:
+                raise ConfigError(
+                    f"model {model.name!r} gives at most {entry.dimensions} dimensions",
+                    source=source,
+                    key_path=f"{key_path}.dimensions",
+                )
+            dimensions = model.dimensions
+            send_dimensions = True
+        if Capability.EMBEDDING in capabilities and dimensions is None:
+            raise UnknownModelError(
+                f"embedding model {model.name!r} needs `dimensions`", source=source, key_path=key_path
+            )
+        if local and (model.input_price_per_million or model.output_price_per_million):
+            raise ConfigError("local models cost 0; remove the price keys", source=source, key_path=key_path)
+        return ModelSpec(
+            provider=provider,
+            provider_type=provider_type,
+            name=model.name,
+            wire_name=model.deployment or model.name,
+            family=entry.family,
+            capabilities=capabilities,
+            dimensions=dimensions,
+            send_dimensions=send_dimensions,
+            normalized=entry.normalized,
+            max_input_tokens=model.max_input_tokens or entry.max_input_tokens,
+            max_inputs_per_request=model.max_inputs_per_request
+            or entry.max_inputs_per_request
+            or DEFAULT_MAX_INPUTS_PER_REQUEST,
+            max_tokens_per_request=model.max_tokens_per_request or entry.max_tokens_per_request,
+            max_output_tokens=model.max_output_tokens or entry.max_output_tokens,
+            input_price_per_million=_first(model.input_price_per_million, entry.input_price_per_million),
+            output_price_per_million=_first(model.output_price_per_million, entry.output_price_per_million),
+            price_table_version=self.price_table_version if model.name in self.entries else "config",
+            tier=model.tier or entry.tier,
+            space=model.space,
+            path=model.path,
+        )
+
+    @staticmethod
+    def _entry_from_config(provider: str, model: ModelConfig, local: bool, key_path: str, source: str) -> CatalogEntry:
+        missing = []
+        if not model.capabilities:
+            missing.append("capabilities")
+        if model.capabilities and Capability.EMBEDDING in model.capabilities and model.dimensions is None:
+            missing.append("dimensions")
+        if model.max_input_tokens is None:
+            missing.append("max_input_tokens")
+        if not local and model.input_price_per_million is None:
+            missing.append("input_price_per_million")
+        if (
+            not local
+            and model.capabilities
+            and Capability.GENERATION in model.capabilities
+            and model.output_price_per_million is None
+        ):
+            missing.append("output_price_per_million")
+        if missing:
+            raise UnknownModelError(
+                f"model {model.name!r} is not in the catalog; declare {', '.join(missing)} for it "
+                "(pulse-ai never borrows another model's facts)",
+                source=source,
+                key_path=key_path,
+            )
+        assert model.capabilities is not None and model.max_input_tokens is not None
+        return CatalogEntry(
+            family=f"{provider}/{model.name}",
+            capabilities=model.capabilities,
+            dimensions=model.dimensions,
+            supports_dimensions=False,
+            normalized=model.normalized if model.normalized is not None else local,
+            max_input_tokens=model.max_input_tokens,
+            input_price_per_million=model.input_price_per_million or 0.0,
+            output_price_per_million=model.output_price_per_million or 0.0,
+            tier=model.tier or Tier.BALANCED,
+        )
+
+
+def _first(override: float | None, default: float) -> float:
+    return default if override is None else override
+
+
+@cache
+def default_catalog() -> Catalog:
+    text = resources.files("pulse_ai").joinpath("catalog.yaml").read_text(encoding="utf-8")
+    return Catalog.from_yaml(text)

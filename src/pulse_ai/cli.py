@@ -1,0 +1,157 @@
+"""The command line: thin, over the same facade as the Python API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from pulse_ai.client import PulseAI
+from pulse_ai.config import load_config
+from pulse_ai.errors import PulseAIError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="pulse-ai: embeddings, generation, routing.")
+config_app = typer.Typer(no_args_is_help=True, help="Configuration files.")
+providers_app = typer.Typer(no_args_is_help=True, help="Configured providers.")
+app.add_typer(config_app, name="config")
+app.add_typer(providers_app, name="providers")
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="A YAML configuration (default: the offline one).")
+]
+
+DEMO_TEXTS = [
+    "The checkout page times out when the cart has more than 50 items",
+    "Payment fails with a timeout for large shopping carts",
+    "Add dark mode to the analytics dashboard",
+    "Dashboard charts should support a dark colour theme",
+    "Upgrade the PostgreSQL driver to fix a connection leak",
+    "Database connections are not returned to the pool after errors",
+]
+
+
+def _client(config: Path | None) -> PulseAI:
+    return PulseAI.from_config(config) if config else PulseAI.default()
+
+
+def _fail(error: PulseAIError) -> None:
+    typer.echo(f"error: {error}", err=True)
+    raise typer.Exit(code=1)
+
+
+@config_app.command("validate")
+def config_validate(file: Path) -> None:
+    """Exit 0 when FILE is a valid configuration; otherwise print what is wrong and exit 1."""
+    try:
+        loaded = load_config(file)
+    except PulseAIError as error:
+        _fail(error)
+        return
+    pipelines = ", ".join(sorted(loaded.config.pipelines)) or "none"
+    typer.echo(f"{file}: valid ({len(loaded.models)} models, pipelines: {pipelines})")
+
+
+@providers_app.command("check")
+def providers_check(config: ConfigOption = None) -> None:
+    """Make a cheap real call to every configured model; exit 1 if a pipeline has no healthy candidate."""
+
+    async def run() -> dict[str, list[tuple[str, str, bool, float, str | None]]]:
+        async with _client(config) as ai:
+            report = await ai.check_providers()
+        return {
+            name: [(s.provider, s.model, s.healthy, s.latency_ms, s.error) for s in statuses]
+            for name, statuses in report.items()
+        }
+
+    try:
+        report = asyncio.run(run())
+    except PulseAIError as error:
+        _fail(error)
+        return
+    typer.echo(f"{'pipeline':<18} {'provider':<12} {'model':<26} {'status':<8} {'latency':>9}  error")
+    unhealthy = []
+    for pipeline, rows in report.items():
+        for provider, model, healthy, latency, problem in rows:
+            status = "ok" if healthy else "FAILED"
+            typer.echo(
+                f"{pipeline or '-':<18} {provider:<12} {model:<26} {status:<8} {latency:>7.0f}ms  {problem or ''}"
+            )
+        if pipeline and not any(healthy for _, _, healthy, _, _ in rows):
+            unhealthy.append(pipeline)
+    if unhealthy:
+        typer.echo(f"no healthy candidate in: {', '.join(unhealthy)}", err=True)
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def embed(
+    texts: list[str],
+    config: ConfigOption = None,
+    model: Annotated[str | None, typer.Option(help="provider/model")] = None,
+    pipeline: Annotated[str | None, typer.Option(help="a pipeline name (default: embedding)")] = None,
+) -> None:
+    """Embed TEXTS and print one JSON object: model, vector space, usage and the vectors."""
+
+    async def run() -> dict[str, object]:
+        async with _client(config) as ai:
+            result = await ai.embed(texts, model=model, pipeline=pipeline)
+        return {
+            "model": result.model,
+            "vector_space": result.vector_space,
+            "dimensions": result.dimensions,
+            "truncated": result.truncated,
+            "usage": {"input_tokens": result.usage.input_tokens, "cost_usd": result.usage.cost_usd},
+            "vectors": result.vectors.round(6).tolist(),
+        }
+
+    try:
+        typer.echo(json.dumps(asyncio.run(run())))
+    except PulseAIError as error:
+        _fail(error)
+
+
+@app.command()
+def demo(config: ConfigOption = None) -> None:
+    """The main job: embed example texts with the default pipeline and print a similarity table."""
+
+    async def run() -> None:
+        async with _client(config) as ai:
+            result = await ai.embed(DEMO_TEXTS)
+        similarity = result.vectors @ result.vectors.T
+        typer.echo(f"model: {result.model}   vector space: {result.vector_space}")
+        typer.echo(
+            f"{len(result)} texts, {result.dimensions} dimensions, {result.usage.input_tokens} tokens, "
+            f"cost ${result.usage.cost_usd:.6f}\n"
+        )
+        for index, text in enumerate(DEMO_TEXTS):
+            typer.echo(f"  [{index}] {text}")
+        typer.echo("\ncosine similarity:")
+        typer.echo("      " + "".join(f"[{j}]   " for j in range(len(DEMO_TEXTS))))
+        for i, row in enumerate(similarity):
+            typer.echo(f"  [{i}] " + " ".join(f"{value:5.2f}" for value in row))
+        masked = similarity - 2 * np.eye(len(DEMO_TEXTS))
+        typer.echo("\nclosest pairs:")
+        for i in range(len(DEMO_TEXTS)):
+            j = int(np.argmax(masked[i]))
+            typer.echo(f"  [{i}] -> [{j}]  {similarity[i, j]:.3f}")
+
+    try:
+        asyncio.run(run())
+    except PulseAIError as error:
+        _fail(error)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""The facade: one object that serves embeddings and generation from a configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from types import TracebackType
+
+from pulse_ai.catalog import Capability, ModelSpec
+from pulse_ai.config import LoadedConfig, load_config, load_config_text
+from pulse_ai.errors import InputError
+from pulse_ai.providers.base import (
+    EmbeddingProvider,
+    GenerationProvider,
+    GenerationStream,
+    HealthStatus,
+    Provider,
+)
+from pulse_ai.providers.registry import create_provider
+from pulse_ai.routing import Router, probe
+from pulse_ai.types import EmbeddingResult, GenerationParams, GenerationResult, Message
+
+__all__ = ["DEFAULT_CONFIG", "PulseAI"]
+
+DEFAULT_CONFIG = "default.yaml"
+Messages = str | Sequence[Message | dict[str, str]]
+
+
+class PulseAI:
+    """Embeddings and generation across providers, by ``provider/model`` or by pipeline name.
+
+    Providers are created on first use. Use ``async with PulseAI.from_config(...) as ai:`` or call
+    ``aclose()`` to release their clients.
+    """
+
+    def __init__(self, loaded: LoadedConfig) -> None:
+        self.loaded = loaded
+        self._providers: dict[str, Provider] = {}
+        self._routers: dict[str, Router] = {}
+
+    @classmethod
+    def from_config(cls, path: str | Path) -> PulseAI:
+        return cls(load_config(path))
+
+    @classmethod
+    def from_yaml(cls, text: str, source: str = "<string>") -> PulseAI:
+        return cls(load_config_text(text, source=source))
+
+    @classmethod
+    def default(cls) -> PulseAI:
+        """The offline default: the bundled local model, no API key, no network."""
+        text = resources.files("pulse_ai").joinpath("examples", DEFAULT_CONFIG).read_text(encoding="utf-8")
+        return cls.from_yaml(text, source=f"pulse_ai/examples/{DEFAULT_CONFIG}")
+
+    def __repr__(self) -> str:
+        return f"PulseAI({self.loaded!r})"
+
+    # ---- wiring --------------------------------------------------------------------------
+    def provider(self, name: str) -> Provider:
+        if name not in self._providers:
+            try:
+                config = self.loaded.config.providers[name]
+            except KeyError:
+                raise InputError(f"no provider named {name!r}") from None
+            specs = [spec for spec in self.loaded.models.values() if spec.provider == name]
+            self._providers[name] = create_provider(name, config, specs)
+        return self._providers[name]
+
+    def model(self, ref: str) -> tuple[Provider, ModelSpec]:
+        spec = self.loaded.models.get(ref)
+        if spec is None:
+            known = ", ".join(sorted(self.loaded.models))
+            raise InputError(f"no model {ref!r}; configured models: {known}")
+        return self.provider(spec.provider), spec
+
+    def router(self, pipeline: str) -> Router:
+        if pipeline not in self._routers:
+            try:
+                config = self.loaded.config.pipelines[pipeline]
+            except KeyError:
+                known = ", ".join(sorted(self.loaded.config.pipelines)) or "none"
+                raise InputError(f"no pipeline named {pipeline!r}; configured pipelines: {known}") from None
+            self._routers[pipeline] = Router(pipeline, config, [self.model(ref) for ref in config.candidates])
+        return self._routers[pipeline]
+
+    # ---- capabilities --------------------------------------------------------------------
+    async def embed(
+        self, texts: Sequence[str], *, model: str | None = None, pipeline: str | None = None
+    ) -> EmbeddingResult:
+        """Embed ``texts`` with one model (``provider/model``) or through a pipeline (default:
+        the pipeline named ``embedding``)."""
+        if model is not None:
+            provider, spec = self._direct(model, pipeline, Capability.EMBEDDING)
+            assert isinstance(provider, EmbeddingProvider)
+            return await provider.embed(texts, spec)
+        return await self._pipeline(pipeline or "embedding", Capability.EMBEDDING).embed(texts)
+
+    async def generate(
+        self,
+        messages: Messages,
+        *,
+        model: str | None = None,
+        pipeline: str | None = None,
+        params: GenerationParams | None = None,
+    ) -> GenerationResult:
+        if model is not None:
+            provider, spec = self._direct(model, pipeline, Capability.GENERATION)
+            assert isinstance(provider, GenerationProvider)
+            return await provider.generate(messages, spec, params)
+        return await self._pipeline(pipeline or "generation", Capability.GENERATION).generate(messages, params)
+
+    def stream(
+        self,
+        messages: Messages,
+        *,
+        model: str | None = None,
+        pipeline: str | None = None,
+        params: GenerationParams | None = None,
+    ) -> GenerationStream:
+        if model is not None:
+            provider, spec = self._direct(model, pipeline, Capability.GENERATION)
+            assert isinstance(provider, GenerationProvider)
+            return provider.stream(messages, spec, params)
+        return self._pipeline(pipeline or "generation", Capability.GENERATION).stream(messages, params)
+
+    async def check_providers(self) -> dict[str, list[HealthStatus]]:
+        """A real, cheap call to every candidate of every pipeline, by pipeline name; models in no
+        pipeline are reported under the empty name."""
+        report: dict[str, list[HealthStatus]] = {}
+        covered: set[str] = set()
+        for name in self.loaded.config.pipelines:
+            router = self.router(name)
+            report[name] = await router.health_check()
+            covered.update(candidate.ref for candidate in router.candidates)
+        loose = [ref for ref in self.loaded.models if ref not in covered]
+        for ref in loose:
+            status, _ = await probe(*self.model(ref))
+            report.setdefault("", []).append(status)
+        return report
+
+    def _direct(self, ref: str, pipeline: str | None, capability: Capability) -> tuple[Provider, ModelSpec]:
+        if pipeline is not None:
+            raise InputError("give either model= or pipeline=, not both")
+        provider, spec = self.model(ref)
+        if not spec.supports(capability):
+            raise InputError(f"{ref} is not a {capability.value} model")
+        return provider, spec
+
+    def _pipeline(self, name: str, capability: Capability) -> Router:
+        router = self.router(name)
+        if router.config.kind is not capability:
+            raise InputError(f"pipeline {name!r} is a {router.config.kind.value} pipeline")
+        return router
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    async def aclose(self) -> None:
+        for provider in self._providers.values():
+            await provider.aclose()
+        self._providers.clear()
+        self._routers.clear()
+
+    async def __aenter__(self) -> PulseAI:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()

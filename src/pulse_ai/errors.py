@@ -1,0 +1,165 @@
+"""The whole error tree of pulse-ai.
+
+Callers (and the router) decide on the *type* of an error, never on its message::
+
+    PulseAIError
+    ├── ConfigError                 the YAML, the catalog or a model reference is wrong
+    │   └── UnknownModelError       a model the catalog does not know and the config does not describe
+    ├── InputError (ValueError)     bad input from the caller; names the offending index or field
+    ├── ProviderError               a provider call failed (carries provider, model, failed_inputs)
+    │   ├── RateLimitedError        429; carries retry_after when the provider said it
+    │   ├── ProviderTimeoutError    the request timed out
+    │   ├── ProviderUnavailableError  5xx or a connection failure
+    │   ├── AuthenticationError     401/403: the credentials are wrong or lack permission
+    │   ├── BadRequestError         400/404/422: the request itself is wrong; retrying will not help
+    │   └── MalformedResponseError  the answer cannot be used: wrong count, wrong dimension, bad JSON
+    └── AllProvidersFailed          every candidate of a pipeline failed; carries each attempt's error
+
+Errors raised by an SDK are translated at the provider boundary (``raise Mapped(...) from exc``),
+and their text never contains a secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "AllProvidersFailed",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigError",
+    "FailedAttempt",
+    "InputError",
+    "MalformedResponseError",
+    "ProviderError",
+    "ProviderTimeoutError",
+    "ProviderUnavailableError",
+    "PulseAIError",
+    "RateLimitedError",
+    "UnknownModelError",
+]
+
+
+class PulseAIError(Exception):
+    """The base of every error pulse-ai raises on purpose."""
+
+
+class ConfigError(PulseAIError):
+    """A configuration file, the catalog or a model reference is invalid.
+
+    ``source`` names the file (or ``<string>``), ``key_path`` the dotted path of the key at fault.
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, key_path: str | None = None) -> None:
+        self.source = source
+        self.key_path = key_path
+        where = ""
+        if source:
+            where += source
+        if key_path:
+            where += f"{': ' if where else ''}{key_path}"
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class UnknownModelError(ConfigError):
+    """A model is neither in the catalog nor fully described in the configuration."""
+
+
+class InputError(PulseAIError, ValueError):
+    """The caller passed something unusable; the message names the index or field at fault."""
+
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        self.index = index
+        super().__init__(message)
+
+
+class ProviderError(PulseAIError):
+    """A provider call failed. ``failed_inputs`` lists the input indices that got no result."""
+
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        model: str | None = None,
+        status_code: int | None = None,
+        failed_inputs: Sequence[int] = (),
+    ) -> None:
+        self.provider = provider
+        self.model = model
+        self.status_code = status_code
+        self.failed_inputs: tuple[int, ...] = tuple(failed_inputs)
+        self.detail = message
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        who = "/".join(part for part in (self.provider, self.model) if part)
+        text = f"{who}: {self.detail}" if who else self.detail
+        if self.status_code is not None:
+            text += f" (HTTP {self.status_code})"
+        if self.failed_inputs:
+            text += f"; failed inputs: {_summarise_indices(self.failed_inputs)}"
+        return text
+
+
+class RateLimitedError(ProviderError):
+    """The provider refused the call for rate or quota reasons (HTTP 429)."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+
+
+class ProviderTimeoutError(ProviderError):
+    """The provider did not answer in time."""
+
+    retryable = True
+
+
+class ProviderUnavailableError(ProviderError):
+    """The provider failed on its side (HTTP 5xx) or could not be reached."""
+
+    retryable = True
+
+
+class AuthenticationError(ProviderError):
+    """The credentials were refused (HTTP 401) or lack permission (HTTP 403)."""
+
+
+class BadRequestError(ProviderError):
+    """The provider rejected the request itself (HTTP 400, 404, 422)."""
+
+
+class MalformedResponseError(ProviderError):
+    """The provider answered, but the answer cannot be used (wrong count or dimension, bad JSON)."""
+
+    retryable = True
+
+
+@dataclass(frozen=True)
+class FailedAttempt:
+    """One candidate's failure inside a pipeline call."""
+
+    candidate: str
+    error: PulseAIError
+
+
+class AllProvidersFailed(PulseAIError):
+    """Every candidate of a pipeline failed. ``attempts`` holds each candidate's error, in order."""
+
+    def __init__(self, pipeline: str, attempts: Sequence[FailedAttempt]) -> None:
+        self.pipeline = pipeline
+        self.attempts: tuple[FailedAttempt, ...] = tuple(attempts)
+        causes = "; ".join(f"{a.candidate}: {type(a.error).__name__}: {a.error}" for a in self.attempts)
+        super().__init__(f"pipeline {pipeline!r}: all candidates failed ({causes})")
+
+
+def _summarise_indices(indices: Sequence[int], shown: int = 20) -> str:
+    head = ", ".join(str(i) for i in indices[:shown])
+    rest = len(indices) - shown
+    return f"{head} and {rest} more" if rest > 0 else head

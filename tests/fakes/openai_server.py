@@ -1,0 +1,281 @@
+"""A fake OpenAI-compatible server: real HTTP on 127.0.0.1, driven by the real ``openai`` SDK.
+
+It serves ``/v1/embeddings``, ``/v1/chat/completions`` (plain and streamed) and ``/v1/models``, and
+Azure's ``/openai/deployments/{deployment}/...`` paths. Faults are scripted per request, in order
+(``script``), or for every request (``always``). Every request it receives is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+__all__ = ["FakeOpenAIServer", "Fault", "RecordedRequest", "fake_vector"]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One scripted misbehaviour. Build them with the class methods."""
+
+    kind: str
+    status: int = 500
+    retry_after: float | None = None
+    delay: float = 0.0
+
+    @classmethod
+    def http(cls, status: int, retry_after: float | None = None) -> Fault:
+        return cls("status", status=status, retry_after=retry_after)
+
+    @classmethod
+    def rate_limited(cls, retry_after: float | None = 0.2) -> Fault:
+        return cls("status", status=429, retry_after=retry_after)
+
+    @classmethod
+    def slow(cls, delay: float) -> Fault:
+        return cls("slow", delay=delay)
+
+    @classmethod
+    def malformed(cls) -> Fault:
+        return cls("malformed")
+
+    @classmethod
+    def too_few(cls) -> Fault:
+        return cls("too_few")
+
+    @classmethod
+    def wrong_dimension(cls) -> Fault:
+        return cls("wrong_dim")
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+    at: float
+    fault: Fault | None = None
+
+
+@dataclass
+class _State:
+    requests: list[RecordedRequest] = field(default_factory=list)
+    scripted: deque[Fault] = field(default_factory=deque)
+    always: Fault | None = None
+    latency: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def fake_vector(text: str, dims: int) -> np.ndarray:
+    """A deterministic unit vector for ``text``: the same text always gets the same vector."""
+    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+    vector = np.random.default_rng(seed).standard_normal(dims).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+class FakeOpenAIServer:
+    def __init__(self, dimensions: int = 1536, latency: float = 0.0) -> None:
+        self.dimensions = dimensions
+        self.state = _State(latency=latency)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    # ---- control -------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self.state.lock:
+            return list(self.state.requests)
+
+    def script(self, *faults: Fault) -> None:
+        with self.state.lock:
+            self.state.scripted.extend(faults)
+
+    def always(self, fault: Fault | None) -> None:
+        with self.state.lock:
+            self.state.always = fault
+
+    def set_latency(self, seconds: float) -> None:
+        self.state.latency = seconds
+
+    def reset(self) -> None:
+        with self.state.lock:
+            self.state.requests.clear()
+            self.state.scripted.clear()
+            self.state.always = None
+
+    def start(self) -> FakeOpenAIServer:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(self._app(), log_level="warning", lifespan="off", backlog=2048)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the fake OpenAI server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> FakeOpenAIServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- HTTP ----------------------------------------------------------------------------
+    def _app(self) -> Starlette:
+        routes = [
+            Route("/v1/embeddings", self._embeddings, methods=["POST"]),
+            Route("/v1/chat/completions", self._chat, methods=["POST"]),
+            Route("/v1/models", self._models, methods=["GET"]),
+            Route("/openai/deployments/{deployment}/embeddings", self._embeddings, methods=["POST"]),
+            Route("/openai/deployments/{deployment}/chat/completions", self._chat, methods=["POST"]),
+            Route("/openai/models", self._models, methods=["GET"]),
+        ]
+        return Starlette(routes=routes)
+
+    async def _record(self, request: Request) -> tuple[RecordedRequest, Fault | None]:
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw else None
+        except json.JSONDecodeError:
+            body = raw.decode(errors="replace")
+        with self.state.lock:
+            fault = self.state.scripted.popleft() if self.state.scripted else self.state.always
+            recorded = RecordedRequest(
+                request.method,
+                request.url.path,
+                dict(request.query_params),
+                {k.lower(): v for k, v in request.headers.items()},
+                body,
+                time.monotonic(),
+                fault,
+            )
+            self.state.requests.append(recorded)
+        if self.state.latency:
+            await asyncio.sleep(self.state.latency)
+        if fault is not None and fault.kind == "slow":
+            await asyncio.sleep(fault.delay)
+        return recorded, fault
+
+    @staticmethod
+    def _fault_response(fault: Fault | None) -> Response | None:
+        if fault is None:
+            return None
+        if fault.kind == "status":
+            headers = {"retry-after": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+            code = {429: "rate_limit_exceeded", 401: "invalid_api_key"}.get(fault.status, "error")
+            body = {"error": {"message": f"scripted {fault.status}", "type": code, "code": code}}
+            return JSONResponse(body, status_code=fault.status, headers=headers)
+        if fault.kind == "malformed":
+            return Response("{this is not json", media_type="application/json")
+        return None
+
+    async def _embeddings(self, request: Request) -> Response:
+        recorded, fault = await self._record(request)
+        failure = self._fault_response(fault)
+        if failure is not None:
+            return failure
+        body = recorded.body
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        dims = int(body.get("dimensions") or self.dimensions)
+        if fault is not None and fault.kind == "wrong_dim":
+            dims -= 1
+        if fault is not None and fault.kind == "too_few":
+            inputs = inputs[:-1]
+        as_base64 = body.get("encoding_format") == "base64"
+        data = []
+        for index, text in enumerate(inputs):
+            vector = fake_vector(text, dims)
+            encoded: Any = base64.b64encode(vector.tobytes()).decode() if as_base64 else vector.tolist()
+            data.append({"object": "embedding", "index": index, "embedding": encoded})
+        tokens = sum(len(text.split()) for text in inputs)
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": data,
+                "model": body["model"],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
+    async def _chat(self, request: Request) -> Response:
+        recorded, fault = await self._record(request)
+        failure = self._fault_response(fault)
+        if failure is not None:
+            return failure
+        body = recorded.body
+        prompt = " ".join(m["content"] for m in body["messages"])
+        reply = f"echo: {body['messages'][-1]['content']}"
+        prompt_tokens, completion_tokens = len(prompt.split()), len(reply.split())
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        base = {"id": "chatcmpl-fake", "created": int(time.time()), "model": body["model"]}
+        if not body.get("stream"):
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": reply},
+                "finish_reason": "stop",
+            }
+            return JSONResponse({**base, "object": "chat.completion", "choices": [choice], "usage": usage})
+
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        async def events() -> Any:
+            words = reply.split(" ")
+            for i, word in enumerate(words):
+                delta = {"content": word if i == 0 else f" {word}"}
+                choice = {"index": 0, "delta": delta, "finish_reason": None}
+                yield f"data: {json.dumps({**base, 'object': 'chat.completion.chunk', 'choices': [choice]})}\n\n"
+            last = {"index": 0, "delta": {}, "finish_reason": "stop"}
+            yield f"data: {json.dumps({**base, 'object': 'chat.completion.chunk', 'choices': [last]})}\n\n"
+            if include_usage:
+                chunk = {**base, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+                yield f"data: {json.dumps(chunk)}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def _models(self, request: Request) -> Response:
+        _, fault = await self._record(request)
+        failure = self._fault_response(fault)
+        if failure is not None:
+            return failure
+        return JSONResponse({"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "me"}]})
