@@ -98,11 +98,13 @@ class ModelSpec:
 
     @property
     def vector_space(self) -> str:
-        """(model identity, dimensions, normalisation) as one id; an explicit ``space`` wins."""
-        if self.space:
-            return self.space
+        """(model identity, dimensions, normalisation) as one id.
+
+        The model identity is the catalog family (so OpenAI and Azure serving one model share a
+        space), or an explicit ``space:`` that declares two differently named deployments the same.
+        """
         norm = "unit" if self.normalized else "raw"
-        return f"{self.family}@{self.dimensions}/{norm}"
+        return f"{self.space or self.family}@{self.dimensions}/{norm}"
 
     def supports(self, capability: Capability) -> bool:
         return capability in self.capabilities

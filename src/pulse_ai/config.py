@@ -147,7 +147,7 @@ class ErrorKind(StrEnum):
 
 class FallbackConfig(_Strict):
     enabled: bool = True
-    on: list[ErrorKind] = Field(
+    on_errors: list[ErrorKind] = Field(
         default_factory=lambda: [
             ErrorKind.RATE_LIMITED,
             ErrorKind.TIMEOUT,

@@ -3,7 +3,7 @@
 A pipeline call tries its candidates in the order the strategy gives, skipping those whose
 breaker is open (unless every one is open: then all are tried rather than failing without a call).
 A candidate's own retries happen inside its provider; the router moves on only on the error types
-the pipeline lists in ``fallback.on``. When every candidate failed, one ``AllProvidersFailed``
+the pipeline lists in ``fallback.on_errors``. When every candidate failed, one ``AllProvidersFailed``
 carries each candidate's error.
 """
 
@@ -161,7 +161,7 @@ class Router:
         self.candidates = [
             Candidate(provider, model, CircuitBreaker(config.breaker, clock)) for provider, model in candidates
         ]
-        self._fallback_on = tuple(ERROR_TYPES[kind] for kind in config.fallback.on)
+        self._fallback_on = tuple(ERROR_TYPES[kind] for kind in config.fallback.on_errors)
 
     @property
     def vector_space(self) -> str | None:

@@ -36,14 +36,25 @@ class Fault:
     status: int = 500
     retry_after: float | None = None
     delay: float = 0.0
+    message: str | None = None
 
     @classmethod
-    def http(cls, status: int, retry_after: float | None = None) -> Fault:
-        return cls("status", status=status, retry_after=retry_after)
+    def http(cls, status: int, retry_after: float | None = None, message: str | None = None) -> Fault:
+        return cls("status", status=status, retry_after=retry_after, message=message)
+
+    @classmethod
+    def ok(cls) -> Fault:
+        """No fault: a placeholder in a script, for a request that should succeed."""
+        return cls("ok")
 
     @classmethod
     def rate_limited(cls, retry_after: float | None = 0.2) -> Fault:
         return cls("status", status=429, retry_after=retry_after)
+
+    @classmethod
+    def floats(cls) -> Fault:
+        """Answer embeddings as float lists whatever encoding_format asked (as some gateways do)."""
+        return cls("floats")
 
     @classmethod
     def slow(cls, delay: float) -> Fault:
@@ -79,6 +90,8 @@ class _State:
     scripted: deque[Fault] = field(default_factory=deque)
     always: Fault | None = None
     latency: float = 0.0
+    in_flight: int = 0
+    max_in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -122,11 +135,17 @@ class FakeOpenAIServer:
     def set_latency(self, seconds: float) -> None:
         self.state.latency = seconds
 
+    @property
+    def max_in_flight(self) -> int:
+        """The most requests this server was handling at once since the last reset."""
+        return self.state.max_in_flight
+
     def reset(self) -> None:
         with self.state.lock:
             self.state.requests.clear()
             self.state.scripted.clear()
             self.state.always = None
+            self.state.max_in_flight = 0
 
     def start(self) -> FakeOpenAIServer:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -186,10 +205,16 @@ class FakeOpenAIServer:
                 fault,
             )
             self.state.requests.append(recorded)
-        if self.state.latency:
-            await asyncio.sleep(self.state.latency)
-        if fault is not None and fault.kind == "slow":
-            await asyncio.sleep(fault.delay)
+            self.state.in_flight += 1
+            self.state.max_in_flight = max(self.state.max_in_flight, self.state.in_flight)
+        try:
+            if self.state.latency:
+                await asyncio.sleep(self.state.latency)
+            if fault is not None and fault.kind == "slow":
+                await asyncio.sleep(fault.delay)
+        finally:
+            with self.state.lock:
+                self.state.in_flight -= 1
         return recorded, fault
 
     @staticmethod
@@ -199,7 +224,8 @@ class FakeOpenAIServer:
         if fault.kind == "status":
             headers = {"retry-after": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
             code = {429: "rate_limit_exceeded", 401: "invalid_api_key"}.get(fault.status, "error")
-            body = {"error": {"message": f"scripted {fault.status}", "type": code, "code": code}}
+            message = fault.message or f"scripted {fault.status}"
+            body = {"error": {"message": message, "type": code, "code": code}}
             return JSONResponse(body, status_code=fault.status, headers=headers)
         if fault.kind == "malformed":
             return Response("{this is not json", media_type="application/json")
@@ -217,7 +243,7 @@ class FakeOpenAIServer:
             dims -= 1
         if fault is not None and fault.kind == "too_few":
             inputs = inputs[:-1]
-        as_base64 = body.get("encoding_format") == "base64"
+        as_base64 = body.get("encoding_format") == "base64" and not (fault is not None and fault.kind == "floats")
         data = []
         for index, text in enumerate(inputs):
             vector = fake_vector(text, dims)
@@ -279,3 +305,23 @@ class FakeOpenAIServer:
         if failure is not None:
             return failure
         return JSONResponse({"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "me"}]})
+
+
+def main() -> None:
+    """Run a fake server in its own process (for benchmarks): prints its base URL, serves until killed."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
+    parser.add_argument("--dimensions", type=int, default=1536)
+    args = parser.parse_args()
+    server = FakeOpenAIServer(dimensions=args.dimensions, latency=args.latency).start()
+    print(server.base_url, flush=True)
+    try:
+        threading.Event().wait()
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -95,7 +95,7 @@ class SentenceTransformersProvider(EmbeddingProvider):
         model, lock = self._model_for(spec)
         max_length = int(model.max_seq_length or spec.max_input_tokens)
         with lock:
-            lengths = [len(ids) for ids in model.tokenizer(texts, add_special_tokens=True)["input_ids"]]
+            lengths = [len(ids) for ids in model.tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]]
             try:
                 encoded: Any = model.encode(
                     texts,

@@ -8,6 +8,7 @@ translated here, at the boundary, into the tree of ``pulse_ai.errors``.
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import re
 import time
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import openai
 
 from pulse_ai.catalog import Capability, ModelSpec
@@ -67,9 +69,11 @@ class OpenAICompatibleProvider(EmbeddingProvider, GenerationProvider):
             self._client = None
 
     async def embed_batch(self, texts: list[str], model: ModelSpec) -> BatchEmbedding:
+        # base64 asked for explicitly comes back undecoded: one frombuffer per vector, no float lists.
         request: dict[str, Any] = {
             "model": model.wire_name,
             "input": texts,
+            "encoding_format": "base64",
             "extra_headers": self.request_headers(),
         }
         if model.send_dimensions:
@@ -84,8 +88,8 @@ class OpenAICompatibleProvider(EmbeddingProvider, GenerationProvider):
                 raise MalformedResponseError(
                     "the answer's indices are not 0..n-1", provider=self.name, model=model.name
                 )
-            vectors = np.array([item.embedding for item in items], dtype=np.float32)
-        except (TypeError, ValueError, AttributeError) as exc:
+            vectors = np.array([_decode_vector(item.embedding) for item in items], dtype=np.float32)
+        except (TypeError, ValueError, AttributeError) as exc:  # binascii.Error is a ValueError
             raise self._translate(exc, model) from exc
         usage = getattr(response, "usage", None)
         tokens = usage.prompt_tokens if usage is not None else sum(estimate_tokens(t) for t in texts)
@@ -194,6 +198,14 @@ def translate_error(exc: Exception, *, provider: str, model: str, secrets: Itera
     if isinstance(exc, (ValueError, TypeError, KeyError, IndexError, AttributeError, openai.OpenAIError)):
         return MalformedResponseError(f"cannot read the answer: {type(exc).__name__}: {message}", **where)
     raise exc
+
+
+def _decode_vector(embedding: str | list[float]) -> npt.NDArray[np.float32]:
+    """Little-endian float32 in base64, as OpenAI sends it; a float list from gateways that ignore
+    ``encoding_format``."""
+    if isinstance(embedding, str):
+        return np.frombuffer(base64.b64decode(embedding, validate=True), dtype="<f4")
+    return np.asarray(embedding, dtype=np.float32)
 
 
 def _sdk_message(exc: Exception) -> str:

@@ -1,0 +1,171 @@
+"""Embedding throughput: the framework against raw encode (local) and one request per text (remote).
+
+Prints one JSON object. The remote part runs the fake OpenAI-compatible server in its own process,
+adding a fixed latency to every request, and talks to it through the real openai SDK.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pulse_ai import PulseAI  # noqa: E402
+from pulse_ai.providers.local import load_sentence_transformer, resolve_model_path  # noqa: E402
+
+WORDS = [
+    "customer",
+    "reported",
+    "checkout",
+    "latency",
+    "dashboard",
+    "query",
+    "timeout",
+    "index",
+    "rebuild",
+    "tenant",
+    "billing",
+    "export",
+    "csv",
+    "permission",
+    "denied",
+    "retry",
+    "webhook",
+    "queue",
+    "backlog",
+    "release",
+    "regression",
+    "memory",
+    "leak",
+    "cache",
+    "invalidation",
+]
+
+
+def mixed_texts(count: int, seed: int = 7) -> list[str]:
+    """Texts shaped like a tracker's records: 40% titles (3-15 words), 40% descriptions (20-80 words),
+    20% long write-ups (100-400 words, past the local model's 256-token window)."""
+    import random
+
+    rng = random.Random(seed)
+    texts = []
+    for i in range(count):
+        kind = rng.random()
+        if kind < 0.4:
+            length = rng.randint(3, 15)
+        elif kind < 0.8:
+            length = rng.randint(20, 80)
+        else:
+            length = rng.randint(100, 400)
+        texts.append(f"#{i} " + " ".join(rng.choice(WORDS) for _ in range(length)))
+    return texts
+
+
+async def bench_local(count: int, naive_count: int) -> dict[str, float | int]:
+    texts = mixed_texts(count)
+    async with PulseAI.default() as ai:
+        _, spec = ai.model("local/all-MiniLM-L6-v2")
+        model, _ = load_sentence_transformer(resolve_model_path(spec), "auto")
+        await ai.embed(texts[:64])  # warm up
+        model.encode(texts[:64], batch_size=64)
+
+        started = time.perf_counter()
+        model.encode(texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True)
+        raw = count / (time.perf_counter() - started)
+
+        started = time.perf_counter()
+        result = await ai.embed(texts)
+        framework = count / (time.perf_counter() - started)
+        assert len(result) == count
+
+        started = time.perf_counter()
+        for text in texts[:naive_count]:
+            await ai.embed([text])
+        naive = naive_count / (time.perf_counter() - started)
+    return {
+        "texts": count,
+        "raw_encode_per_s": round(raw, 1),
+        "framework_per_s": round(framework, 1),
+        "naive_per_s": round(naive, 1),
+        "naive_texts": naive_count,
+        "framework_vs_raw": round(framework / raw, 3),
+        "framework_vs_naive": round(framework / naive, 1),
+    }
+
+
+async def bench_remote(base_url: str, count: int, naive_count: int, latency_ms: int) -> dict[str, float | int]:
+    config = f"""
+providers:
+  openai:
+    type: openai
+    api_key: sk-bench
+    base_url: {base_url}
+    max_concurrency: 8
+    models: [{{name: text-embedding-3-small}}]
+"""
+    texts = mixed_texts(count)
+    async with PulseAI.from_yaml(config) as ai:
+        await ai.embed(texts[:10], model="openai/text-embedding-3-small")  # connect, warm up
+        started = time.perf_counter()
+        result = await ai.embed(texts, model="openai/text-embedding-3-small")
+        framework = count / (time.perf_counter() - started)
+        assert result.vectors.shape == (count, 1536)
+
+        started = time.perf_counter()
+        for text in texts[:naive_count]:
+            await ai.embed([text], model="openai/text-embedding-3-small")
+        naive = naive_count / (time.perf_counter() - started)
+    return {
+        "texts": count,
+        "latency_ms": latency_ms,
+        "requests": result.usage.requests,
+        "framework_per_s": round(framework, 1),
+        "naive_per_s": round(naive, 1),
+        "naive_texts": naive_count,
+        "framework_vs_naive": round(framework / naive, 1),
+    }
+
+
+def run_remote(count: int, naive_count: int, latency_ms: int) -> dict[str, float | int]:
+    """The fake server runs in its own process, so its work does not share this one's GIL."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.openai_server", "--latency", str(latency_ms / 1000)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        base_url = server.stdout.readline().strip()
+        return asyncio.run(bench_remote(base_url, count, naive_count, latency_ms))
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--local-texts", type=int, default=2000)
+    parser.add_argument("--local-naive-texts", type=int, default=2000)
+    parser.add_argument("--remote-texts", type=int, default=10_000)
+    parser.add_argument("--remote-naive-texts", type=int, default=200)
+    parser.add_argument("--latency-ms", type=int, default=50)
+    args = parser.parse_args()
+    report = {
+        "local": asyncio.run(bench_local(args.local_texts, min(args.local_naive_texts, args.local_texts))),
+        "remote": run_remote(args.remote_texts, min(args.remote_naive_texts, args.remote_texts), args.latency_ms),
+    }
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

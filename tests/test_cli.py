@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from pulse_ai.cli import app
+from tests.fakes.openai_server import FakeOpenAIServer, Fault
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def test_config_validate_accepts_the_example() -> None:
+    result = runner.invoke(app, ["config", "validate", str(REPO / "examples" / "pulse-ai.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "valid" in result.output and "summarize" in result.output
+
+
+def test_config_validate_refuses_a_bad_file_with_its_path(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "providers:\n  oa: {type: openai, api_key: sk-hidden-777, timeout: nope, models: [{name: gpt-4o}]}\n"
+    )
+    result = runner.invoke(app, ["config", "validate", str(bad)])
+    assert result.exit_code == 1
+    assert "bad.yaml" in result.output and "providers.oa.timeout" in result.output
+    assert "sk-hidden-777" not in result.output
+
+
+def test_demo_prints_a_similarity_table() -> None:
+    result = runner.invoke(app, ["demo"])
+    assert result.exit_code == 0, result.output
+    assert "local/all-MiniLM-L6-v2" in result.output
+    assert "[0] -> [1]" in result.output and "[2] -> [3]" in result.output  # paraphrases find each other
+
+
+def test_embed_prints_json_vectors() -> None:
+    result = runner.invoke(app, ["embed", "hello world", "another text"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    assert payload["dimensions"] == 384 and len(payload["vectors"]) == 2
+
+
+def _config(tmp_path: Path, fake: FakeOpenAIServer) -> Path:
+    path = tmp_path / "conf.yaml"
+    path.write_text(
+        f"""
+providers:
+  oa: {{type: openai, api_key: sk-cli, base_url: '{fake.base_url}', max_retries: 0,
+        models: [{{name: text-embedding-3-small, dimensions: 8}}, {{name: gpt-4o-mini}}]}}
+  dead: {{type: openai, api_key: sk-dead, base_url: 'http://127.0.0.1:9/v1', max_retries: 0,
+          models: [{{name: text-embedding-3-small, dimensions: 8}}]}}
+pipelines:
+  embedding: {{kind: embedding, candidates: [dead/text-embedding-3-small, oa/text-embedding-3-small]}}
+  broken: {{kind: embedding, candidates: [dead/text-embedding-3-small]}}
+"""
+    )
+    return path
+
+
+def test_providers_check_prints_a_table_and_fails_on_a_dead_pipeline(tmp_path: Path, fake: FakeOpenAIServer) -> None:
+    result = runner.invoke(app, ["providers", "check", "--config", str(_config(tmp_path, fake))])
+    assert result.exit_code == 1
+    assert "no healthy candidate in: broken" in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("embedding")]
+    assert any("dead" in line and "FAILED" in line for line in lines)
+    assert any(" oa " in line and " ok " in line for line in lines)
+
+
+def test_providers_check_passes_when_every_pipeline_has_a_healthy_candidate(
+    tmp_path: Path, fake: FakeOpenAIServer
+) -> None:
+    path = _config(tmp_path, fake)
+    path.write_text(
+        path.read_text().replace("  broken: {kind: embedding, candidates: [dead/text-embedding-3-small]}\n", "")
+    )
+    result = runner.invoke(app, ["providers", "check", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    fake.always(Fault.http(500))
+    result = runner.invoke(app, ["providers", "check", "--config", str(path)])
+    assert result.exit_code == 1
