@@ -20,6 +20,7 @@ from pulse_ai.providers.base import (
 from pulse_ai.providers.registry import create_provider
 from pulse_ai.routing import Router, probe
 from pulse_ai.types import EmbeddingResult, GenerationParams, GenerationResult, Message
+from pulse_ai.vectors import Indexer, VectorStore, open_vector_store
 
 __all__ = ["DEFAULT_CONFIG", "PulseAI"]
 
@@ -38,6 +39,7 @@ class PulseAI:
         self.loaded = loaded
         self._providers: dict[str, Provider] = {}
         self._routers: dict[str, Router] = {}
+        self._vector_store: VectorStore | None = None
 
     @classmethod
     def from_config(cls, path: str | Path) -> PulseAI:
@@ -83,6 +85,16 @@ class PulseAI:
                 raise InputError(f"no pipeline named {pipeline!r}; configured pipelines: {known}") from None
             self._routers[pipeline] = Router(pipeline, config, [self.model(ref) for ref in config.candidates])
         return self._routers[pipeline]
+
+    def vector_store(self) -> VectorStore:
+        """The configured vector store, opened on first use and closed by ``aclose``."""
+        if self._vector_store is None:
+            self._vector_store = open_vector_store(self.loaded.config.vector_store)
+        return self._vector_store
+
+    def indexer(self, pipeline: str = "embedding") -> Indexer:
+        """Indexing and search of tenants' records with an embedding pipeline and the vector store."""
+        return Indexer(self, self.vector_store(), pipeline=pipeline)
 
     # ---- capabilities --------------------------------------------------------------------
     async def embed(
@@ -155,6 +167,9 @@ class PulseAI:
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def aclose(self) -> None:
+        if self._vector_store is not None:
+            await self._vector_store.close()
+            self._vector_store = None
         for provider in self._providers.values():
             await provider.aclose()
         self._providers.clear()

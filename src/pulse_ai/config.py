@@ -25,10 +25,12 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from pulse_ai.catalog import Capability, Catalog, ModelSpec, Tier, default_catalog
 from pulse_ai.errors import ConfigError
+from pulse_ai.vectors.scope import Layout
 
 __all__ = [
     "AzureOpenAIConfig",
@@ -43,6 +45,7 @@ __all__ = [
     "PulseConfig",
     "SentenceTransformersConfig",
     "Strategy",
+    "VectorStoreConfig",
     "interpolate",
     "load_config",
     "load_config_text",
@@ -173,12 +176,33 @@ class PipelineConfig(_Strict):
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
 
 
+class VectorStoreConfig(_Strict):
+    """Where vectors live. ``embedded`` needs nothing running; ``qdrant`` is a server or cluster."""
+
+    backend: Literal["embedded", "qdrant"] = "embedded"
+    layout: Layout = Layout.PER_TENANT_TABLE
+    path: str = "./data/vectors"
+    optimize_after: PositiveInt = 20_000
+    url: str | None = None
+    location: str | None = None
+    api_key: SecretStr | None = None
+    prefer_grpc: bool = False
+    timeout: PositiveInt = 10
+
+    @model_validator(mode="after")
+    def _server_needs_an_address(self) -> VectorStoreConfig:
+        if self.backend == "qdrant" and not (self.url or self.location):
+            raise ValueError('the qdrant backend needs `url` (or `location: ":memory:"` for local mode)')
+        return self
+
+
 class PulseConfig(_Strict):
     """The whole configuration. Build it with :func:`load_config`, which also resolves models."""
 
     version: Literal[1] = 1
     providers: dict[str, ProviderConfig] = Field(min_length=1)
     pipelines: dict[str, PipelineConfig] = Field(default_factory=dict)
+    vector_store: VectorStoreConfig = Field(default_factory=VectorStoreConfig)
 
     @field_validator("providers", "pipelines")
     @classmethod

@@ -13,7 +13,10 @@ Callers (and the router) decide on the *type* of an error, never on its message:
     │   ├── AuthenticationError     401/403: the credentials are wrong or lack permission
     │   ├── BadRequestError         400/404/422: the request itself is wrong; retrying will not help
     │   └── MalformedResponseError  the answer cannot be used: wrong count, wrong dimension, bad JSON
-    └── AllProvidersFailed          every candidate of a pipeline failed; carries each attempt's error
+    ├── AllProvidersFailed          every candidate of a pipeline failed; carries each attempt's error
+    └── VectorStoreError            the vector store failed or refused an operation
+        ├── VectorSpaceError        a vector of the wrong space (model or dimensions) for a collection
+        └── TenantIsolationError    a point of another tenant reached a result: refused, never returned
 
 Errors raised by an SDK are translated at the provider boundary (``raise Mapped(...) from exc``),
 and their text never contains a secret.
@@ -37,7 +40,10 @@ __all__ = [
     "ProviderUnavailableError",
     "PulseAIError",
     "RateLimitedError",
+    "TenantIsolationError",
     "UnknownModelError",
+    "VectorSpaceError",
+    "VectorStoreError",
 ]
 
 
@@ -157,6 +163,19 @@ class AllProvidersFailed(PulseAIError):
         self.attempts: tuple[FailedAttempt, ...] = tuple(attempts)
         causes = "; ".join(f"{a.candidate}: {type(a.error).__name__}: {a.error}" for a in self.attempts)
         super().__init__(f"pipeline {pipeline!r}: all candidates failed ({causes})")
+
+
+class VectorStoreError(PulseAIError):
+    """The vector store failed or refused an operation; the backend's error is the cause."""
+
+
+class VectorSpaceError(VectorStoreError):
+    """Vectors of one space (model identity, dimensions) met a collection of another."""
+
+
+class TenantIsolationError(VectorStoreError):
+    """A point of another tenant (or table) came back from the store. The whole result is refused:
+    this means a bug or a corrupted collection, and nothing of it may reach the caller."""
 
 
 def _summarise_indices(indices: Sequence[int], shown: int = 20) -> str:

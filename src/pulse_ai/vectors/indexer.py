@@ -1,0 +1,239 @@
+"""Incremental indexing and semantic search of tenants' records.
+
+``index`` embeds only records that are new or whose text changed (by content hash), rewrites only
+the metadata of records whose metadata alone changed, and upserts in batches. Point ids derive from
+(tenant, table, record id), so running an ingestion again, or again after a crash, ends in the same
+state with no duplicates. A batch the provider fails is reported (record ids and why), never written
+as zero vectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy.typing as npt
+
+from pulse_ai.catalog import Capability
+from pulse_ai.errors import AllProvidersFailed, InputError, ProviderError, VectorSpaceError
+from pulse_ai.vectors.base import SearchHit, StoredState, VectorPoint, VectorStore
+from pulse_ai.vectors.scope import (
+    VectorSpace,
+    check_metadata,
+    content_hash,
+    metadata_hash,
+    validate_name,
+    validate_record_id,
+)
+
+if TYPE_CHECKING:
+    from pulse_ai.client import PulseAI
+
+__all__ = ["IndexReport", "Indexer", "Record", "RecordFailure"]
+
+STATE_LOOKUP_CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class Record:
+    record_id: str
+    text: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RecordFailure:
+    record_id: str
+    reason: str
+
+
+@dataclass
+class IndexReport:
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    failures: list[RecordFailure] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    @property
+    def total(self) -> int:
+        return self.new + self.updated + self.unchanged + self.failed
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    record: Record
+    content_hash: str
+    metadata_hash: str
+
+
+class Indexer:
+    """Indexes and searches records with one embedding pipeline and one vector store."""
+
+    def __init__(
+        self, ai: PulseAI, store: VectorStore, *, pipeline: str = "embedding", embed_batch_size: int = 256
+    ) -> None:
+        router = ai.router(pipeline)
+        if router.config.kind is not Capability.EMBEDDING:
+            raise InputError(f"pipeline {pipeline!r} is not an embedding pipeline")
+        dimensions = router.candidates[0].model.dimensions
+        assert router.vector_space is not None and dimensions is not None
+        self.ai = ai
+        self.store = store
+        self.pipeline = pipeline
+        self.space = VectorSpace(router.vector_space, dimensions)
+        self.embed_batch_size = embed_batch_size
+
+    async def index(self, tenant: str, table: str, records: Iterable[Record | Mapping[str, Any]]) -> IndexReport:
+        tenant, table = validate_name(tenant, "tenant"), validate_name(table, "table")
+        prepared = _prepare(records)
+        report = IndexReport()
+        stored: dict[str, StoredState] = {}
+        ids = [p.record.record_id for p in prepared]
+        for start in range(0, len(ids), STATE_LOOKUP_CHUNK):
+            chunk = ids[start : start + STATE_LOOKUP_CHUNK]
+            stored.update(await self.store.stored_states(tenant, table, self.space, chunk))
+
+        to_embed: list[_Prepared] = []
+        metadata_only: list[_Prepared] = []
+        for item in prepared:
+            state = stored.get(item.record.record_id)
+            if state is None or state.content_hash != item.content_hash:
+                to_embed.append(item)
+            elif state.metadata_hash != item.metadata_hash:
+                metadata_only.append(item)
+            else:
+                report.unchanged += 1
+
+        for start in range(0, len(to_embed), self.embed_batch_size):
+            batch = to_embed[start : start + self.embed_batch_size]
+            written = await self._embed_and_write(tenant, table, batch, report)
+            for item in written:
+                if item.record.record_id in stored:
+                    report.updated += 1
+                else:
+                    report.new += 1
+
+        for item in metadata_only:
+            state = StoredState(item.content_hash, item.metadata_hash)
+            await self.store.update_metadata(
+                tenant, table, self.space, item.record.record_id, item.record.metadata, state
+            )
+            report.updated += 1
+        return report
+
+    async def _embed_and_write(
+        self, tenant: str, table: str, batch: list[_Prepared], report: IndexReport
+    ) -> list[_Prepared]:
+        pending = list(batch)
+        while pending:
+            try:
+                result = await self.ai.embed([item.record.text for item in pending], pipeline=self.pipeline)
+            except InputError as error:
+                if error.index is None:
+                    raise
+                # One text the provider cannot take (too long for it): report it, embed the rest.
+                bad = pending.pop(error.index)
+                report.failures.append(RecordFailure(bad.record.record_id, str(error)))
+                continue
+            except (ProviderError, AllProvidersFailed) as error:
+                reason = f"{type(error).__name__}: {error}"
+                report.failures.extend(RecordFailure(item.record.record_id, reason) for item in pending)
+                return []
+            if result.vector_space != self.space.id:
+                raise VectorSpaceError(f"the pipeline produced {result.vector_space}, not {self.space.id}")
+            points = [
+                VectorPoint(
+                    record_id=item.record.record_id,
+                    vector=vector,
+                    content_hash=item.content_hash,
+                    metadata=item.record.metadata,
+                    metadata_hash=item.metadata_hash,
+                )
+                for item, vector in zip(pending, result.vectors, strict=True)
+            ]
+            await self.store.upsert(tenant, table, self.space, points)
+            return pending
+        return []
+
+    async def search(
+        self,
+        tenant: str,
+        table: str,
+        query: str | npt.ArrayLike,
+        *,
+        limit: int = 10,
+        score_threshold: float | None = None,
+        where: Mapping[str, object] | None = None,
+        hnsw_ef: int | None = None,
+        exact: bool = False,
+    ) -> list[SearchHit]:
+        """Search by text (embedded with the pipeline) or by a vector of this indexer's space."""
+        validate_name(tenant, "tenant"), validate_name(table, "table")
+        if isinstance(query, str):
+            vector: npt.ArrayLike = (await self.ai.embed([query], pipeline=self.pipeline)).vectors[0]
+        else:
+            vector = query
+        return await self.store.search(
+            tenant,
+            table,
+            self.space,
+            vector,
+            limit=limit,
+            score_threshold=score_threshold,
+            where=where,
+            hnsw_ef=hnsw_ef,
+            exact=exact,
+        )
+
+    async def delete(self, tenant: str, table: str, record_ids: Sequence[str]) -> int:
+        return await self.store.delete(tenant, table, self.space, record_ids)
+
+    async def purge_tenant(self, tenant: str) -> None:
+        await self.store.purge_tenant(tenant)
+
+    async def count(self, tenant: str, table: str) -> int:
+        return await self.store.count(tenant, table, self.space)
+
+
+def _prepare(records: Iterable[Record | Mapping[str, Any]]) -> list[_Prepared]:
+    """Check every record before anything is embedded or written."""
+    if isinstance(records, (str, bytes, Mapping)):
+        raise InputError("records must be a sequence of records, not a single value")
+    prepared: list[_Prepared] = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(records):
+        record_id: object
+        text: object
+        metadata: object
+        if isinstance(raw, Record):
+            record_id, text, metadata = raw.record_id, raw.text, raw.metadata
+        elif isinstance(raw, Mapping):
+            record_id = raw.get("record_id", raw.get("id"))
+            text, metadata = raw.get("text"), raw.get("metadata")
+            unknown = set(raw) - {"record_id", "id", "text", "metadata"}
+            if unknown:
+                raise InputError(
+                    f"records[{index}] has unknown keys: {', '.join(sorted(map(str, unknown)))}", index=index
+                )
+        else:
+            raise InputError(f"records[{index}] is {type(raw).__name__}, not a Record or a mapping", index=index)
+        if record_id is None:
+            raise InputError(f"records[{index}] has no id", index=index)
+        record_id = validate_record_id(record_id, index)
+        if not isinstance(text, str) or not text.strip():
+            raise InputError(f"records[{index}] ({record_id!r}) has no text to embed", index=index)
+        checked_metadata = check_metadata(metadata, index)
+        if record_id in seen:
+            raise InputError(
+                f"records[{index}] repeats the id {record_id!r} of records[{seen[record_id]}]", index=index
+            )
+        seen[record_id] = index
+        prepared.append(
+            _Prepared(Record(record_id, text, checked_metadata), content_hash(text), metadata_hash(checked_metadata))
+        )
+    return prepared

@@ -1,0 +1,201 @@
+"""Tenant scope: validated names, deterministic point ids, collection names and scoped filters.
+
+Everything the store builds from caller input goes through here, so that no path, collection name
+or filter is ever made from raw input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from pulse_ai.errors import InputError
+
+__all__ = [
+    "All",
+    "Layout",
+    "Match",
+    "MatchAnyOf",
+    "VectorSpace",
+    "collection_name",
+    "content_hash",
+    "metadata_filter",
+    "metadata_hash",
+    "point_id",
+    "tenant_collection_prefix",
+    "validate_name",
+    "validate_record_id",
+]
+
+MAX_NAME_LENGTH = 64
+MAX_RECORD_ID_LENGTH = 512
+# Letters, digits, `_` and `-`; starting and ending with a letter or digit, and no `__` (the
+# separator inside collection names), so that a collection name decodes to one (tenant, table).
+_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]|_(?!_))*(?<!_)$")
+_METADATA_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
+# A fixed namespace: point ids must be the same on every machine and every run.
+_POINT_NAMESPACE = uuid.UUID("5b1f5d0e-3c1a-4d0f-9a59-70756c73652d")
+
+TENANT_KEY = "tenant_id"
+TABLE_KEY = "table"
+RECORD_KEY = "record_id"
+CONTENT_HASH_KEY = "content_hash"
+METADATA_HASH_KEY = "metadata_hash"
+METADATA_KEY = "metadata"
+
+
+class Layout(StrEnum):
+    PER_TENANT_TABLE = "per_tenant_table"
+    SHARED = "shared"
+
+
+@dataclass(frozen=True)
+class VectorSpace:
+    """What a collection holds: vectors of one model identity and size (see ModelSpec.vector_space)."""
+
+    id: str
+    dimensions: int
+
+    @property
+    def slug(self) -> str:
+        """A collection-name-safe form; the hash keeps two spaces with the same slug apart."""
+        readable = re.sub(r"[^A-Za-z0-9-]+", "-", self.id).strip("-")[:48]
+        digest = hashlib.sha256(self.id.encode()).hexdigest()[:10]
+        return f"{readable}-{digest}"
+
+
+@dataclass(frozen=True)
+class Match:
+    key: str
+    value: str | int | bool
+
+
+@dataclass(frozen=True)
+class MatchAnyOf:
+    key: str
+    values: tuple[str, ...] | tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class All:
+    """Every condition must hold (Qdrant's ``must``); conditions may be nested ``All``."""
+
+    conditions: tuple[Match | MatchAnyOf | All, ...]
+
+
+Condition = Match | MatchAnyOf | All
+
+
+def validate_name(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise InputError(f"{what} must be a string, not {type(value).__name__}")
+    if not value:
+        raise InputError(f"{what} is empty")
+    if len(value) > MAX_NAME_LENGTH:
+        raise InputError(f"{what} is {len(value)} characters long; at most {MAX_NAME_LENGTH}")
+    if not _NAME.match(value):
+        raise InputError(
+            f"{what} {value[:80]!r} may hold only letters, digits, '_' and '-', must start and end with a "
+            "letter or digit, and may not contain '__'"
+        )
+    return value
+
+
+def validate_record_id(value: object, index: int | None = None) -> str:
+    where = f"records[{index}]" if index is not None else "record_id"
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise InputError(f"{where}: the record id must be a string, not {type(value).__name__}", index=index)
+    if not value.strip():
+        raise InputError(f"{where}: the record id is empty", index=index)
+    if len(value) > MAX_RECORD_ID_LENGTH:
+        raise InputError(f"{where}: the record id is longer than {MAX_RECORD_ID_LENGTH} characters", index=index)
+    return value
+
+
+def point_id(tenant: str, table: str, record_id: str) -> str:
+    """uuid5 of (tenant, table, record id): the same record always lands on the same point."""
+    return str(uuid.uuid5(_POINT_NAMESPACE, json.dumps([tenant, table, record_id])))
+
+
+def collection_name(layout: Layout, space: VectorSpace, tenant: str, table: str) -> str:
+    if layout is Layout.SHARED:
+        return f"shared__{space.slug}"
+    return f"{tenant_collection_prefix(tenant)}{table}__{space.slug}"
+
+
+def tenant_collection_prefix(tenant: str) -> str:
+    """Every per-tenant collection of ``tenant`` starts with this, and no other tenant's does."""
+    return f"client_{tenant}__"
+
+
+def scope_filter(tenant: str, table: str | None, caller: All | None = None) -> All:
+    """The tenant condition the store adds itself, with the caller's filter nested under it."""
+    conditions: list[Condition] = [Match(TENANT_KEY, tenant)]
+    if table is not None:
+        conditions.append(Match(TABLE_KEY, table))
+    if caller is not None and caller.conditions:
+        conditions.append(caller)
+    return All(tuple(conditions))
+
+
+def metadata_filter(where: Mapping[str, object] | None) -> All | None:
+    """``{"status": "open", "priority": [1, 2]}`` -> conditions on the records' metadata."""
+    if not where:
+        return None
+    if not isinstance(where, Mapping):
+        raise InputError("the metadata filter must be a mapping of field to value or list of values")
+    conditions: list[Condition] = []
+    for key, value in where.items():
+        if not isinstance(key, str) or not _METADATA_KEY.match(key):
+            raise InputError(f"filter field {key!r} is not a valid metadata field name")
+        path = f"{METADATA_KEY}.{key}"
+        if isinstance(value, (list, tuple)):
+            if not value:
+                raise InputError(f"filter field {key!r}: the list of values is empty")
+            if all(isinstance(v, str) for v in value):
+                conditions.append(MatchAnyOf(path, tuple(str(v) for v in value)))
+            elif all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                conditions.append(MatchAnyOf(path, tuple(int(v) for v in value)))
+            else:
+                raise InputError(f"filter field {key!r}: a list must hold only strings or only integers")
+        elif isinstance(value, (str, bool, int)):
+            conditions.append(Match(path, value))
+        else:
+            raise InputError(f"filter field {key!r}: match a string, an integer, a boolean or a list of them")
+    return All(tuple(conditions))
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def metadata_hash(metadata: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(metadata).encode("utf-8")).hexdigest()
+
+
+def canonical_json(metadata: Mapping[str, Any]) -> str:
+    try:
+        return json.dumps(metadata, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"metadata must be JSON (strings, numbers, booleans, lists, objects): {exc}") from None
+
+
+def check_metadata(metadata: object, index: int | None = None) -> dict[str, Any]:
+    where = f"records[{index}].metadata" if index is not None else "metadata"
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise InputError(f"{where} must be a mapping, not {type(metadata).__name__}", index=index)
+    for key in metadata:
+        if not isinstance(key, str):
+            raise InputError(f"{where}: keys must be strings", index=index)
+    canonical_json(metadata)
+    return dict(metadata)
