@@ -208,6 +208,7 @@ class VectorStore(ABC):
         scope = scope_filter(tenant, table, metadata_filter(where))
         name = await self._collection(tenant, table, space, create=False)
         if name is None:
+            await self._refuse_other_spaces(tenant, table, space)
             return []
         found = await self._query(name, query, scope, limit, score_threshold, hnsw_ef, exact)
         self._check_scope(found, tenant, table)
@@ -288,6 +289,29 @@ class VectorStore(ABC):
             elif name.startswith("shared__"):
                 await self._delete(name, scope_filter(tenant, None))
                 await self._written(name, 1)
+
+    async def spaces(self, tenant: str, table: str) -> list[str]:
+        """The vector spaces this tenant's table has points in."""
+        tenant, table = validate_name(tenant, "tenant"), validate_name(table, "table")
+        held = []
+        for name in await self._list_collections():
+            if self.layout is Layout.PER_TENANT_TABLE:
+                if not name.startswith(f"{tenant_collection_prefix(tenant)}{table}__"):
+                    continue
+            elif not name.startswith("shared__") or not await self._count(name, scope_filter(tenant, table)):
+                continue
+            info = self._known.get(name) or await self._collection_info(name)
+            if info is not None:
+                held.append(info.vector_space)
+        return sorted(set(held))
+
+    async def _refuse_other_spaces(self, tenant: str, table: str, space: VectorSpace) -> None:
+        others = [held for held in await self.spaces(tenant, table) if held != space.id]
+        if others:
+            raise VectorSpaceError(
+                f"this table was indexed in {', '.join(others)}; a search in {space.id} cannot match it "
+                "(embed the query with the same model, or re-index)"
+            )
 
     # ---- helpers ---------------------------------------------------------------------------
     async def _collection(self, tenant: str, table: str, space: VectorSpace, *, create: bool) -> str | None:

@@ -95,7 +95,7 @@ class QdrantServerStore(VectorStore):
                 query_filter=_filter(where),
                 limit=limit,
                 score_threshold=score_threshold,
-                search_params=qm.SearchParams(hnsw_ef=hnsw_ef, exact=exact),
+                search_params=qm.SearchParams(hnsw_ef=hnsw_ef, exact=exact) if hnsw_ef or exact else None,
                 with_payload=True,
             )
         )
