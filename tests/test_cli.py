@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from pulse_ai.cli import app
@@ -29,11 +30,20 @@ def test_config_validate_refuses_a_bad_file_with_its_path(tmp_path: Path) -> Non
     assert "sk-hidden-777" not in result.output
 
 
-def test_demo_prints_a_similarity_table() -> None:
-    result = runner.invoke(app, ["demo"])
-    assert result.exit_code == 0, result.output
-    assert "local/all-MiniLM-L6-v2" in result.output
-    assert "[0] -> [1]" in result.output and "[2] -> [3]" in result.output  # paraphrases find each other
+def test_demo_embeds_indexes_and_searches_two_tenants(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the default store lives in ./data/vectors
+    first = runner.invoke(app, ["demo"])
+    assert first.exit_code == 0, first.output
+    assert "local/all-MiniLM-L6-v2" in first.output
+    assert "closest [1]" in first.output.splitlines()[2]  # the two checkout paraphrases find each other
+    assert "acme-shop/issues: 8 records -> new 8, updated 0, unchanged 0, failed 0; stored 8" in first.output
+    assert "no hit crossed tenants" in first.output
+    acme_lines = [line for line in first.output.splitlines() if line.strip().startswith("acme-shop ")]
+    assert acme_lines and all("GLX" not in line and "glx" not in line for line in acme_lines)
+    assert (tmp_path / "data" / "vectors").is_dir()
+
+    second = runner.invoke(app, ["demo"])
+    assert "acme-shop/issues: 8 records -> new 0, updated 0, unchanged 8, failed 0; stored 8" in second.output
 
 
 def test_embed_prints_json_vectors() -> None:

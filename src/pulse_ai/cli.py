@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 
 from pulse_ai.client import PulseAI
@@ -23,15 +22,6 @@ app.add_typer(providers_app, name="providers")
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="A YAML configuration (default: the offline one).")
-]
-
-DEMO_TEXTS = [
-    "The checkout page times out when the cart has more than 50 items",
-    "Payment fails with a timeout for large shopping carts",
-    "Add dark mode to the analytics dashboard",
-    "Dashboard charts should support a dark colour theme",
-    "Upgrade the PostgreSQL driver to fix a connection leak",
-    "Database connections are not returned to the pool after errors",
 ]
 
 
@@ -117,28 +107,12 @@ def embed(
 
 @app.command()
 def demo(config: ConfigOption = None) -> None:
-    """The main job: embed example texts with the default pipeline and print a similarity table."""
+    """The main job: embed, index two tenants' bundled records into the vector store, and search them."""
+    from pulse_ai.demo import run_demo
 
     async def run() -> None:
         async with _client(config) as ai:
-            result = await ai.embed(DEMO_TEXTS)
-        similarity = result.vectors @ result.vectors.T
-        typer.echo(f"model: {result.model}   vector space: {result.vector_space}")
-        typer.echo(
-            f"{len(result)} texts, {result.dimensions} dimensions, {result.usage.input_tokens} tokens, "
-            f"cost ${result.usage.cost_usd:.6f}\n"
-        )
-        for index, text in enumerate(DEMO_TEXTS):
-            typer.echo(f"  [{index}] {text}")
-        typer.echo("\ncosine similarity:")
-        typer.echo("      " + "".join(f"[{j}]   " for j in range(len(DEMO_TEXTS))))
-        for i, row in enumerate(similarity):
-            typer.echo(f"  [{i}] " + " ".join(f"{value:5.2f}" for value in row))
-        masked = similarity - 2 * np.eye(len(DEMO_TEXTS))
-        typer.echo("\nclosest pairs:")
-        for i in range(len(DEMO_TEXTS)):
-            j = int(np.argmax(masked[i]))
-            typer.echo(f"  [{i}] -> [{j}]  {similarity[i, j]:.3f}")
+            await run_demo(ai, typer.echo)
 
     try:
         asyncio.run(run())
