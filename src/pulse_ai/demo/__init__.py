@@ -77,9 +77,8 @@ async def run_demo(ai: PulseAI, echo: Callable[[str], None]) -> None:
             hits = await indexer.search(tenant, table, query, limit=3, where=where)
             leaks += sum(1 for hit in hits if hit.record_id not in own_ids[(tenant, table)])
             for hit in hits:
-                echo(
-                    f"     {tenant:<12} {hit.score:5.3f}  {hit.record_id:<11} {_text_of(grouped, tenant, table, hit.record_id)}"
-                )
+                text = _text_of(grouped, tenant, table, hit.record_id)
+                echo(f"     {tenant:<12} {hit.score:5.3f}  {hit.record_id:<11} {text}")
     verdict = "no hit crossed tenants" if leaks == 0 else f"{leaks} HITS CROSSED TENANTS"
     echo(f"\n== Isolation: {verdict}.")
     echo("   Run it again: every record is unchanged and nothing is embedded twice.")
