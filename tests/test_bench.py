@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+SCIFACT = ROOT.parent / "shared" / "data" / "scifact" / "corpus.jsonl"
 
 
 def test_embedding_throughput_bench_prints_its_json() -> None:
@@ -22,3 +25,26 @@ def test_embedding_throughput_bench_prints_its_json() -> None:
     assert set(report) == {"local", "remote"}
     assert report["local"]["texts"] == 20 and report["local"]["framework_per_s"] > 0
     assert report["remote"]["texts"] == 50 and report["remote"]["naive_per_s"] > 0
+
+
+def test_vector_store_bench_prints_its_json() -> None:
+    command = [
+        sys.executable,
+        str(ROOT / "bench" / "vector_store.py"),
+        "--points", "600", "--tenants", "3", "--dims", "16", "--queries", "10",
+        "--local-mode-points", "300", "--local-mode-queries", "5",
+    ]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
+    report = json.loads(completed.stdout)
+    assert (report["points"], report["tenants"], report["dims"]) == (600, 3, 16)
+    for backend in ("embedded", "qdrant_local_mode"):
+        assert report[backend]["upsert_per_s"] > 0 and report[backend]["search_p99_ms"] > 0
+
+
+@pytest.mark.skipif(not SCIFACT.exists(), reason="../shared/data/scifact is not beside this checkout")
+def test_retrieval_quality_bench_prints_its_json() -> None:
+    command = [sys.executable, str(ROOT / "bench" / "retrieval_quality.py"), "--max-docs", "60"]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600, check=True)
+    report = json.loads(completed.stdout)
+    assert report["dataset"] == "scifact" and report["queries"] == 300
+    assert report["failed"] == 0 and 0.0 <= report["ndcg_at_10"] <= 1.0

@@ -168,3 +168,31 @@ def test_local_models_cannot_be_priced() -> None:
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.yaml")
+
+
+def test_vector_store_section() -> None:
+    default = load_config_text(MINIMAL).config.vector_store
+    assert (default.backend, default.layout.value, default.path) == ("embedded", "per_tenant_table", "./data/vectors")
+    with pytest.raises(ConfigError, match="vector_store: .*needs `url`"):
+        load_config_text(MINIMAL + "vector_store: {backend: qdrant}\n")
+    with pytest.raises(ConfigError, match="vector_store.layout"):
+        load_config_text(MINIMAL + "vector_store: {layout: sideways}\n")
+    server = load_config_text(
+        MINIMAL + "vector_store: {backend: qdrant, url: 'http://qdrant:6333', api_key: qd-secret-42, layout: shared}\n"
+    )
+    assert "qd-secret-42" not in repr(server.config.vector_store)
+
+
+async def test_open_vector_store_builds_the_configured_backend(tmp_path: Path) -> None:
+    from pulse_ai.vectors import open_vector_store
+    from pulse_ai.vectors.embedded import EmbeddedVectorStore
+    from pulse_ai.vectors.server import QdrantServerStore
+
+    embedded = load_config_text(MINIMAL + f"vector_store: {{path: '{tmp_path}', layout: shared}}\n")
+    store = open_vector_store(embedded.config.vector_store)
+    assert isinstance(store, EmbeddedVectorStore) and store.layout.value == "shared"
+    await store.close()
+    server = load_config_text(MINIMAL + "vector_store: {backend: qdrant, location: ':memory:'}\n")
+    store = open_vector_store(server.config.vector_store)
+    assert isinstance(store, QdrantServerStore) and store.layout.value == "per_tenant_table"
+    await store.close()

@@ -38,7 +38,7 @@ def open_vector_store(config: VectorStoreConfig) -> VectorStore:
 
     return QdrantServerStore(
         url=config.url,
-        api_key=config.api_key.get_secret_value() if config.api_key else None,
+        api_key=(config.api_key.get_secret_value() or None) if config.api_key else None,
         prefer_grpc=config.prefer_grpc,
         timeout=config.timeout,
         location=config.location,

@@ -8,6 +8,7 @@ a point of another tenant fails the whole call (``TenantIsolationError``) instea
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -165,26 +166,40 @@ class VectorStore(ABC):
         vectors = self._check_vectors([point.vector for point in points], space)
         name = await self._collection(tenant, table, space, create=True)
         assert name is not None
-        stored = [
-            StoredPoint(
-                id=point_id(tenant, table, record),
-                vector=vector,
-                payload={
-                    TENANT_KEY: tenant,
-                    TABLE_KEY: table,
-                    RECORD_KEY: record,
-                    CONTENT_HASH_KEY: point.content_hash,
-                    METADATA_HASH_KEY: point.metadata_hash,
-                    METADATA_KEY: dict(point.metadata),
-                },
-            )
-            for record, vector, point in zip(ids, vectors.tolist(), points, strict=True)
-        ]
-        for start in range(0, len(stored), self.upsert_batch_size):
-            batch = stored[start : start + self.upsert_batch_size]
-            await self._upsert(name, batch)
-            await self._written(name, len(batch))
-        return len(stored)
+        # Batches are prepared while the previous one is being written (one write in flight, in order).
+        in_flight: asyncio.Task[None] | None = None
+        try:
+            for start in range(0, len(points), self.upsert_batch_size):
+                end = start + self.upsert_batch_size
+                batch = [
+                    StoredPoint(
+                        id=point_id(tenant, table, record),
+                        vector=vector,
+                        payload={
+                            TENANT_KEY: tenant,
+                            TABLE_KEY: table,
+                            RECORD_KEY: record,
+                            CONTENT_HASH_KEY: point.content_hash,
+                            METADATA_HASH_KEY: point.metadata_hash,
+                            METADATA_KEY: dict(point.metadata),
+                        },
+                    )
+                    for record, vector, point in zip(ids[start:end], vectors[start:end].tolist(), points[start:end])
+                ]
+                if in_flight is not None:
+                    await in_flight
+                in_flight = asyncio.create_task(self._write(name, batch))
+            if in_flight is not None:
+                await in_flight
+                in_flight = None
+        finally:
+            if in_flight is not None and not in_flight.done():
+                in_flight.cancel()
+        return len(points)
+
+    async def _write(self, name: str, batch: list[StoredPoint]) -> None:
+        await self._upsert(name, batch)
+        await self._written(name, len(batch))
 
     async def search(
         self,

@@ -124,8 +124,11 @@ class EmbeddedVectorStore(VectorStore):
 
     async def _upsert(self, name: str, points: list[StoredPoint]) -> None:
         shard = await self._require(name)
-        operation = edge.UpdateOperation.upsert_points([edge.Point(p.id, p.vector, p.payload) for p in points])
-        await self._run(shard, lambda s: s.update(operation))
+
+        def write(engine: Any) -> None:  # the points are converted in the worker thread too
+            engine.update(edge.UpdateOperation.upsert_points([edge.Point(p.id, p.vector, p.payload) for p in points]))
+
+        await self._run(shard, write)
 
     async def _written(self, name: str, count: int) -> None:
         shard = await self._require(name)

@@ -122,7 +122,8 @@ def validate_record_id(value: object, index: int | None = None) -> str:
 
 def point_id(tenant: str, table: str, record_id: str) -> str:
     """uuid5 of (tenant, table, record id): the same record always lands on the same point."""
-    return str(uuid.uuid5(_POINT_NAMESPACE, json.dumps([tenant, table, record_id])))
+    # Tenant and table names cannot hold the separator, so the key decodes to one triple.
+    return str(uuid.uuid5(_POINT_NAMESPACE, f"{tenant}\x1f{table}\x1f{record_id}"))
 
 
 def collection_name(layout: Layout, space: VectorSpace, tenant: str, table: str) -> str:
