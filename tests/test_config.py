@@ -173,9 +173,9 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 def test_vector_store_section() -> None:
     default = load_config_text(MINIMAL).config.vector_store
     assert (default.backend, default.layout.value, default.path) == ("embedded", "per_tenant_table", "./data/vectors")
-    with pytest.raises(ConfigError, match="vector_store: .*needs `url`"):
+    with pytest.raises(ConfigError, match=r"vector_store: .*needs `url`"):
         load_config_text(MINIMAL + "vector_store: {backend: qdrant}\n")
-    with pytest.raises(ConfigError, match="vector_store.layout"):
+    with pytest.raises(ConfigError, match=r"vector_store\.layout"):
         load_config_text(MINIMAL + "vector_store: {layout: sideways}\n")
     server = load_config_text(
         MINIMAL + "vector_store: {backend: qdrant, url: 'http://qdrant:6333', api_key: qd-secret-42, layout: shared}\n"

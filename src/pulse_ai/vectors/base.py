@@ -184,7 +184,9 @@ class VectorStore(ABC):
                             METADATA_KEY: dict(point.metadata),
                         },
                     )
-                    for record, vector, point in zip(ids[start:end], vectors[start:end].tolist(), points[start:end])
+                    for record, vector, point in zip(
+                        ids[start:end], vectors[start:end].tolist(), points[start:end], strict=True
+                    )
                 ]
                 if in_flight is not None:
                     await in_flight
