@@ -5,7 +5,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from pulse_ai import PulseAI
 from tests.fakes.openai_server import FakeOpenAIServer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -13,39 +12,29 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def _fake_servers() -> Iterator[list[FakeOpenAIServer]]:
-    servers = [FakeOpenAIServer(dimensions=1536).start() for _ in range(3)]
+    servers = [FakeOpenAIServer(dimensions=1536).start() for _ in range(2)]
     yield servers
     for server in servers:
         server.stop()
 
 
-@pytest.fixture
-def fake(_fake_servers: list[FakeOpenAIServer]) -> Iterator[FakeOpenAIServer]:
-    """A fake OpenAI-compatible server, clean for each test."""
-    server = _fake_servers[0]
+def _clean(server: FakeOpenAIServer) -> Iterator[FakeOpenAIServer]:
     server.reset()
     server.set_latency(0.0)
     yield server
     server.reset()
+
+
+@pytest.fixture
+def fake(_fake_servers: list[FakeOpenAIServer]) -> Iterator[FakeOpenAIServer]:
+    """A fake OpenAI-compatible server, clean for each test."""
+    yield from _clean(_fake_servers[0])
 
 
 @pytest.fixture
 def fake2(_fake_servers: list[FakeOpenAIServer]) -> Iterator[FakeOpenAIServer]:
     """A second, independent fake server (another provider)."""
-    server = _fake_servers[1]
-    server.reset()
-    server.set_latency(0.0)
-    yield server
-    server.reset()
-
-
-@pytest.fixture
-def fake3(_fake_servers: list[FakeOpenAIServer]) -> Iterator[FakeOpenAIServer]:
-    server = _fake_servers[2]
-    server.reset()
-    server.set_latency(0.0)
-    yield server
-    server.reset()
+    yield from _clean(_fake_servers[1])
 
 
 def openai_yaml(
@@ -67,8 +56,3 @@ def openai_yaml(
         f"{extra}"
         f"    models: {models}\n"
     )
-
-
-@pytest.fixture
-async def local_ai() -> PulseAI:
-    return PulseAI.default()

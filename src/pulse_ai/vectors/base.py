@@ -12,7 +12,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -79,10 +79,11 @@ class CollectionInfo:
         return {"vector_space": self.vector_space, "dimensions": self.dimensions, "layout": self.layout}
 
 
-@dataclass(frozen=True)
-class StoredPoint:
+class StoredPoint(NamedTuple):
+    """A point as written: a NamedTuple because upserts make one per point on the hot path."""
+
     id: str
-    vector: list[float]
+    vector: npt.NDArray[np.float32]
     payload: dict[str, Any]
 
 
@@ -184,9 +185,7 @@ class VectorStore(ABC):
                             METADATA_KEY: dict(point.metadata),
                         },
                     )
-                    for record, vector, point in zip(
-                        ids[start:end], vectors[start:end].tolist(), points[start:end], strict=True
-                    )
+                    for record, vector, point in zip(ids[start:end], vectors[start:end], points[start:end], strict=True)
                 ]
                 if in_flight is not None:
                     await in_flight

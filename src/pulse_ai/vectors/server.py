@@ -75,7 +75,7 @@ class QdrantServerStore(VectorStore):
             raise VectorStoreError(f"Qdrant: cannot create collection {name}: {exc}") from exc
 
     async def _upsert(self, name: str, points: list[StoredPoint]) -> None:
-        structs = [qm.PointStruct(id=p.id, vector=p.vector, payload=p.payload) for p in points]
+        structs = [qm.PointStruct(id=p.id, vector=p.vector.tolist(), payload=p.payload) for p in points]
         await self._call(self.client.upsert(name, points=structs, wait=True))
 
     async def _query(
