@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TypeVar
@@ -186,10 +186,16 @@ class Router:
                 candidates.insert(0, probe)
         return candidates
 
+    def _estimate(self, texts: Iterable[str]) -> int:
+        """Input tokens, estimated only where the strategy prices them."""
+        if self.config.strategy is not Strategy.CHEAPEST:
+            return 0
+        return sum(estimate_tokens(text) for text in texts)
+
     # ---- calls ---------------------------------------------------------------------------
     async def embed(self, texts: Sequence[str]) -> EmbeddingResult:
         checked = validate_texts(texts)
-        tokens = sum(estimate_tokens(text) for text in checked)
+        tokens = self._estimate(checked)
 
         async def call(candidate: Candidate) -> EmbeddingResult:
             assert isinstance(candidate.provider, EmbeddingProvider)
@@ -203,7 +209,7 @@ class Router:
     ) -> GenerationResult:
         checked = normalise_messages(messages)
         params = params or GenerationParams()
-        tokens = sum(estimate_tokens(message.content) for message in checked)
+        tokens = self._estimate(message.content for message in checked)
 
         async def call(candidate: Candidate) -> GenerationResult:
             assert isinstance(candidate.provider, GenerationProvider)
@@ -218,7 +224,7 @@ class Router:
         """Stream from the first candidate that produces a first chunk; after that, no fallback."""
         checked = normalise_messages(messages)
         params = params or GenerationParams()
-        tokens = sum(estimate_tokens(message.content) for message in checked)
+        tokens = self._estimate(message.content for message in checked)
 
         async def chunks() -> AsyncIterator[str | GenerationResult]:
             async def first_chunk(candidate: Candidate) -> tuple[GenerationStream, str | None]:

@@ -173,7 +173,8 @@ class Indexer:
         exact: bool = False,
     ) -> list[SearchHit]:
         """Search by text (embedded with the pipeline) or by a vector of this indexer's space."""
-        validate_name(tenant, "tenant"), validate_name(table, "table")
+        validate_name(tenant, "tenant")  # before the query is embedded (and paid for)
+        validate_name(table, "table")
         if isinstance(query, str):
             vector: npt.ArrayLike = (await self.ai.embed([query], pipeline=self.pipeline)).vectors[0]
         else:
