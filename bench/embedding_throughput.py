@@ -51,6 +51,14 @@ WORDS = [
 ]
 
 
+def title_texts(count: int, seed: int = 7) -> list[str]:
+    """Short texts only (3-15 words), where per-call overhead, not model compute, dominates."""
+    import random
+
+    rng = random.Random(seed)
+    return [f"#{i} " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 15))) for i in range(count)]
+
+
 def mixed_texts(count: int, seed: int = 7) -> list[str]:
     """Texts shaped like a tracker's records: 40% titles (3-15 words), 40% descriptions (20-80 words),
     20% long write-ups (100-400 words, past the local model's 256-token window)."""
@@ -70,8 +78,8 @@ def mixed_texts(count: int, seed: int = 7) -> list[str]:
     return texts
 
 
-async def bench_local(count: int, naive_count: int) -> dict[str, float | int]:
-    texts = mixed_texts(count)
+async def bench_local(count: int, naive_count: int, mix: str = "mixed") -> dict[str, float | int | str]:
+    texts = title_texts(count) if mix == "titles" else mixed_texts(count)
     async with PulseAI.default() as ai:
         _, spec = ai.model("local/all-MiniLM-L6-v2")
         model, _ = load_sentence_transformer(resolve_model_path(spec), "auto")
@@ -93,6 +101,7 @@ async def bench_local(count: int, naive_count: int) -> dict[str, float | int]:
         naive = naive_count / (time.perf_counter() - started)
     return {
         "texts": count,
+        "mix": mix,
         "raw_encode_per_s": round(raw, 1),
         "framework_per_s": round(framework, 1),
         "naive_per_s": round(naive, 1),
@@ -156,12 +165,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--local-texts", type=int, default=2000)
     parser.add_argument("--local-naive-texts", type=int, default=2000)
+    parser.add_argument("--local-mix", choices=["mixed", "titles"], default="mixed")
     parser.add_argument("--remote-texts", type=int, default=10_000)
     parser.add_argument("--remote-naive-texts", type=int, default=200)
     parser.add_argument("--latency-ms", type=int, default=50)
     args = parser.parse_args()
     report = {
-        "local": asyncio.run(bench_local(args.local_texts, min(args.local_naive_texts, args.local_texts))),
+        "local": asyncio.run(
+            bench_local(args.local_texts, min(args.local_naive_texts, args.local_texts), args.local_mix)
+        ),
         "remote": run_remote(args.remote_texts, min(args.remote_naive_texts, args.remote_texts), args.latency_ms),
     }
     print(json.dumps(report))
