@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 import numpy as np
 import pytest
@@ -35,6 +36,13 @@ CHAT_PIPELINE = """  chat:
     kind: generation
     candidates: [p1/gpt-4o-mini, p2/gpt-4o-mini]
 """
+
+
+def own_router(ai: PulseAI, clock: Clock | None = None, rng: random.Random | None = None) -> Router:
+    """The `embedding` pipeline's router, with a test clock (default: the real one) or random source."""
+    config = ai.loaded.config.pipelines["embedding"]
+    candidates = [ai.model(ref) for ref in config.candidates]
+    return Router("embedding", config, candidates, clock=clock or time.monotonic, rng=rng)
 
 
 class Clock:
@@ -113,9 +121,8 @@ async def test_fallback_disabled_raises_the_first_error(fake: FakeOpenAIServer, 
 async def test_breaker_opens_skips_half_opens_and_closes(fake: FakeOpenAIServer, fake2: FakeOpenAIServer) -> None:
     pipeline = EMBED_PIPELINE + "    breaker: {window: 4, min_calls: 2, failure_rate: 0.5, cooldown_seconds: 10}\n"
     ai = PulseAI.from_yaml(two_providers(fake, fake2, pipeline))
-    config = ai.loaded.config.pipelines["embedding"]
     clock = Clock()
-    router = Router("embedding", config, [ai.model(ref) for ref in config.candidates], clock=clock)
+    router = own_router(ai, clock)
     primary = router.candidates[0].breaker
 
     fake.always(Fault.http(503))
@@ -141,9 +148,8 @@ async def test_breaker_opens_skips_half_opens_and_closes(fake: FakeOpenAIServer,
 async def test_half_open_trial_failure_reopens(fake: FakeOpenAIServer, fake2: FakeOpenAIServer) -> None:
     pipeline = EMBED_PIPELINE + "    breaker: {window: 4, min_calls: 1, failure_rate: 0.5, cooldown_seconds: 10}\n"
     ai = PulseAI.from_yaml(two_providers(fake, fake2, pipeline))
-    config = ai.loaded.config.pipelines["embedding"]
     clock = Clock()
-    router = Router("embedding", config, [ai.model(ref) for ref in config.candidates], clock=clock)
+    router = own_router(ai, clock)
     fake.always(Fault.http(503))
     await router.embed(["x"])
     assert router.candidates[0].breaker.state is BreakerState.OPEN
@@ -207,8 +213,7 @@ async def test_quality_orders_by_tier(fake: FakeOpenAIServer, fake2: FakeOpenAIS
 async def test_fastest_moves_to_the_faster_server(fake: FakeOpenAIServer, fake2: FakeOpenAIServer) -> None:
     pipeline = EMBED_PIPELINE + "    strategy: fastest\n    explore_rate: 0.0\n"
     ai = PulseAI.from_yaml(two_providers(fake, fake2, pipeline))
-    config = ai.loaded.config.pipelines["embedding"]
-    router = Router("embedding", config, [ai.model(r) for r in config.candidates], rng=random.Random(1))
+    router = own_router(ai, rng=random.Random(1))
     fake.set_latency(0.0)
     fake2.set_latency(0.12)
     served = [(await router.embed([f"t{i}"])).model for i in range(6)]
@@ -224,8 +229,7 @@ async def test_fastest_moves_to_the_faster_server(fake: FakeOpenAIServer, fake2:
 async def test_fastest_probes_other_candidates(fake: FakeOpenAIServer, fake2: FakeOpenAIServer) -> None:
     pipeline = EMBED_PIPELINE + "    strategy: fastest\n    explore_rate: 0.5\n"
     ai = PulseAI.from_yaml(two_providers(fake, fake2, pipeline))
-    config = ai.loaded.config.pipelines["embedding"]
-    router = Router("embedding", config, [ai.model(r) for r in config.candidates], rng=random.Random(7))
+    router = own_router(ai, rng=random.Random(7))
     fake2.set_latency(0.05)
     for i in range(20):
         await router.embed([f"t{i}"])

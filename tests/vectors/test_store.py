@@ -11,7 +11,7 @@ import pytest
 from pulse_ai import InputError
 from pulse_ai.errors import TenantIsolationError, VectorSpaceError
 from pulse_ai.vectors import Layout, VectorPoint, VectorSpace, VectorStore, point_id
-from pulse_ai.vectors.base import Found
+from pulse_ai.vectors.base import Found, QueryOptions
 from pulse_ai.vectors.embedded import EmbeddedVectorStore
 from pulse_ai.vectors.scope import All
 from tests.vectors.conftest import SPACE, vectors
@@ -199,8 +199,8 @@ async def test_point_ids_are_deterministic_and_scoped() -> None:
 class _Leaky(EmbeddedVectorStore):
     """A broken backend that returns another tenant's point: the store must refuse the result."""
 
-    async def _query(self, name: str, vector: list[float], where: All, *args: Any) -> list[Found]:
-        found = await super()._query(name, vector, where, *args)
+    async def _query(self, name: str, vector: list[float], where: All, options: QueryOptions) -> list[Found]:
+        found = await super()._query(name, vector, where, options)
         leak = Found("x", 0.99, {"tenant_id": "globex", "table": "issues", "record_id": "secret", "metadata": {}})
         return [*found, leak]
 

@@ -38,7 +38,16 @@ from pulse_ai.vectors.scope import (
     validate_record_id,
 )
 
-__all__ = ["CollectionInfo", "Found", "SearchHit", "StoredPoint", "StoredState", "VectorPoint", "VectorStore"]
+__all__ = [
+    "CollectionInfo",
+    "Found",
+    "QueryOptions",
+    "SearchHit",
+    "StoredPoint",
+    "StoredState",
+    "VectorPoint",
+    "VectorStore",
+]
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,14 @@ class CollectionInfo:
         return {"vector_space": self.vector_space, "dimensions": self.dimensions, "layout": self.layout}
 
 
+@dataclass(frozen=True)
+class QueryOptions:
+    limit: int
+    score_threshold: float | None = None
+    hnsw_ef: int | None = None
+    exact: bool = False
+
+
 class StoredPoint(NamedTuple):
     """A point as written: a NamedTuple because upserts make one per point on the hot path."""
 
@@ -117,16 +134,7 @@ class VectorStore(ABC):
     async def _upsert(self, name: str, points: list[StoredPoint]) -> None: ...
 
     @abstractmethod
-    async def _query(
-        self,
-        name: str,
-        vector: list[float],
-        where: All,
-        limit: int,
-        score_threshold: float | None,
-        hnsw_ef: int | None,
-        exact: bool,
-    ) -> list[Found]: ...
+    async def _query(self, name: str, vector: list[float], where: All, options: QueryOptions) -> list[Found]: ...
 
     @abstractmethod
     async def _count(self, name: str, where: All) -> int: ...
@@ -226,7 +234,7 @@ class VectorStore(ABC):
         if name is None:
             await self._refuse_other_spaces(tenant, table, space)
             return []
-        found = await self._query(name, query, scope, limit, score_threshold, hnsw_ef, exact)
+        found = await self._query(name, query, scope, QueryOptions(limit, score_threshold, hnsw_ef, exact))
         self._check_scope(found, tenant, table)
         return [
             SearchHit(record_id=f.payload[RECORD_KEY], score=f.score, metadata=f.payload.get(METADATA_KEY) or {})

@@ -20,7 +20,7 @@ from typing import Any, TypeVar, cast
 import qdrant_edge as edge
 
 from pulse_ai.errors import VectorStoreError
-from pulse_ai.vectors.base import CollectionInfo, Found, StoredPoint, VectorStore
+from pulse_ai.vectors.base import CollectionInfo, Found, QueryOptions, StoredPoint, VectorStore
 from pulse_ai.vectors.scope import RECORD_KEY, TABLE_KEY, TENANT_KEY, All, Layout, Match, MatchAnyOf
 
 __all__ = ["EmbeddedVectorStore"]
@@ -149,24 +149,15 @@ class EmbeddedVectorStore(VectorStore):
             if shard.unoptimized:
                 await self._optimize(shard)
 
-    async def _query(
-        self,
-        name: str,
-        vector: list[float],
-        where: All,
-        limit: int,
-        score_threshold: float | None,
-        hnsw_ef: int | None,
-        exact: bool,
-    ) -> list[Found]:
+    async def _query(self, name: str, vector: list[float], where: All, options: QueryOptions) -> list[Found]:
         shard = await self._require(name)
         request = edge.QueryRequest(
-            limit=limit,
+            limit=options.limit,
             query=edge.Query.Nearest(vector),
             filter=_filter(where),
             with_payload=True,
-            score_threshold=score_threshold,
-            params=edge.SearchParams(hnsw_ef=hnsw_ef, exact=exact),
+            score_threshold=options.score_threshold,
+            params=edge.SearchParams(hnsw_ef=options.hnsw_ef, exact=options.exact),
         )
         points = await self._run(shard, lambda s: s.query(request))
         return [Found(str(p.id), float(p.score), p.payload or {}) for p in points]

@@ -13,7 +13,7 @@ from qdrant_client import AsyncQdrantClient
 from qdrant_client import models as qm
 
 from pulse_ai.errors import VectorStoreError
-from pulse_ai.vectors.base import CollectionInfo, Found, StoredPoint, VectorStore
+from pulse_ai.vectors.base import CollectionInfo, Found, QueryOptions, StoredPoint, VectorStore
 from pulse_ai.vectors.scope import RECORD_KEY, TABLE_KEY, TENANT_KEY, All, Layout, Match, MatchAnyOf
 
 __all__ = ["QdrantServerStore"]
@@ -78,24 +78,16 @@ class QdrantServerStore(VectorStore):
         structs = [qm.PointStruct(id=p.id, vector=p.vector.tolist(), payload=p.payload) for p in points]
         await self._call(self.client.upsert(name, points=structs, wait=True))
 
-    async def _query(
-        self,
-        name: str,
-        vector: list[float],
-        where: All,
-        limit: int,
-        score_threshold: float | None,
-        hnsw_ef: int | None,
-        exact: bool,
-    ) -> list[Found]:
+    async def _query(self, name: str, vector: list[float], where: All, options: QueryOptions) -> list[Found]:
+        tuned = options.hnsw_ef is not None or options.exact
         response = await self._call(
             self.client.query_points(
                 name,
                 query=vector,
                 query_filter=_filter(where),
-                limit=limit,
-                score_threshold=score_threshold,
-                search_params=qm.SearchParams(hnsw_ef=hnsw_ef, exact=exact) if hnsw_ef or exact else None,
+                limit=options.limit,
+                score_threshold=options.score_threshold,
+                search_params=qm.SearchParams(hnsw_ef=options.hnsw_ef, exact=options.exact) if tuned else None,
                 with_payload=True,
             )
         )
