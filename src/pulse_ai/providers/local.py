@@ -8,6 +8,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from pulse_ai.catalog import ModelSpec
 from pulse_ai.config import SentenceTransformersConfig
@@ -25,6 +26,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
+# Batches are cut by tokens, not by count: a CPU is fastest with small matrices that stay in cache
+# (measured on 2 cores: ~1,024 tokens a batch encoded short texts 24% and mixed ones 4-10% faster
+# than sentence-transformers' fixed batch size), and a GPU wants large ones.
+CPU_TOKENS_PER_BATCH = 1024
+GPU_TOKENS_PER_BATCH = 16384
 _loaded: dict[tuple[str, str], tuple[SentenceTransformer, threading.Lock]] = {}
 _load_lock = threading.Lock()
 
@@ -88,6 +94,9 @@ class SentenceTransformersProvider(EmbeddingProvider):
             )
         return model, lock
 
+    def tokens_per_batch(self, model: SentenceTransformer) -> int:
+        return GPU_TOKENS_PER_BATCH if str(model.device).startswith("cuda") else CPU_TOKENS_PER_BATCH
+
     async def embed_batch(self, texts: list[str], model: ModelSpec) -> BatchEmbedding:
         return await asyncio.to_thread(self._encode, texts, model)
 
@@ -97,22 +106,51 @@ class SentenceTransformersProvider(EmbeddingProvider):
         with lock:
             lengths = [len(ids) for ids in model.tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]]
             try:
-                encoded: Any = model.encode(
-                    texts,
-                    batch_size=self.config.batch_size,
-                    convert_to_numpy=True,
-                    normalize_embeddings=spec.normalized,
-                    show_progress_bar=False,
-                )
+                if self.config.batch_size is not None:  # the configuration's fixed batch size
+                    vectors = self._run_model(model, texts, self.config.batch_size, spec)
+                else:
+                    vectors = self._encode_by_tokens(model, texts, [min(n, max_length) for n in lengths], spec)
             except RuntimeError as exc:  # torch out of memory and the like
                 raise ProviderUnavailableError(
                     f"local inference failed: {exc}", provider=self.name, model=spec.name
                 ) from exc
         return BatchEmbedding(
-            vectors=np.asarray(encoded, dtype=np.float32),
+            vectors=vectors,
             input_tokens=sum(min(length, max_length) for length in lengths),
             truncated=sum(1 for length in lengths if length > max_length),
         )
+
+    def _encode_by_tokens(
+        self, model: SentenceTransformer, texts: list[str], lengths: list[int], spec: ModelSpec
+    ) -> npt.NDArray[np.float32]:
+        """Longest first, each batch holding about ``tokens_per_batch`` padded tokens."""
+        budget = self.tokens_per_batch(model)
+        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+        vectors: npt.NDArray[np.float32] | None = None
+        start = 0
+        while start < len(order):
+            take = max(1, budget // max(1, lengths[order[start]]))
+            chosen = order[start : start + take]
+            encoded = self._run_model(model, [texts[i] for i in chosen], len(chosen), spec)
+            if vectors is None:
+                vectors = np.empty((len(texts), encoded.shape[1]), dtype=np.float32)
+            vectors[chosen] = encoded
+            start += take
+        assert vectors is not None
+        return vectors
+
+    @staticmethod
+    def _run_model(
+        model: SentenceTransformer, texts: list[str], batch_size: int, spec: ModelSpec
+    ) -> npt.NDArray[np.float32]:
+        encoded: Any = model.encode(
+            texts,
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=spec.normalized,
+            show_progress_bar=False,
+        )
+        return np.asarray(encoded, dtype=np.float32)
 
     async def health_check(self, model: ModelSpec) -> None:
         await self.embed(["health"], model)
