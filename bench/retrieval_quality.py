@@ -73,7 +73,7 @@ async def run(data: Path, max_docs: int | None, store_path: Path) -> dict[str, o
         report = await indexer.index("bench", "scifact", records)
         index_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        await ai.vector_store().optimize()  # type: ignore[attr-defined]
+        await ai.vector_store().optimize()
         optimize_seconds = time.perf_counter() - started
 
         ids = list(queries)

@@ -52,8 +52,7 @@ async def measure(store: VectorStore, points: int, tenants: int, dims: int, quer
     upsert_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
-    if isinstance(store, EmbeddedVectorStore):
-        await store.optimize()
+    await store.optimize()
     optimize_seconds = time.perf_counter() - started
 
     rng = np.random.default_rng(2)

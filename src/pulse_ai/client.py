@@ -1,4 +1,4 @@
-"""The facade: one object that serves embeddings and generation from a configuration."""
+"""The facade: one object that serves embeddings, generation and vectors from a configuration."""
 
 from __future__ import annotations
 

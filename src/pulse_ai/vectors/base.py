@@ -158,6 +158,9 @@ class VectorStore(ABC):
     async def _written(self, name: str, count: int) -> None:  # noqa: B027 - optional hook
         """Called after each write batch (the embedded backend decides when to optimise)."""
 
+    async def optimize(self) -> None:  # noqa: B027 - optional hook
+        """Build indexes for what was written (a Qdrant server does this by itself)."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Flush and release the backend."""
 
