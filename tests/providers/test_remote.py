@@ -111,6 +111,14 @@ async def test_429_is_retried_honouring_retry_after(fake: FakeOpenAIServer) -> N
     assert all(later - earlier >= 0.38 for earlier, later in itertools.pairwise(times))
 
 
+async def test_a_retry_after_beyond_two_minutes_is_raised_not_waited(fake: FakeOpenAIServer) -> None:
+    fake.always(Fault.rate_limited(retry_after=500))
+    async with make_ai(fake) as ai:
+        with pytest.raises(RateLimitedError) as info:
+            await ai.embed(["hello"], model=EMBED)
+    assert len(fake.requests) == 1 and info.value.retry_after == 500
+
+
 async def test_5xx_is_retried_then_succeeds(fake: FakeOpenAIServer) -> None:
     fake.script(Fault.http(503))
     async with make_ai(fake) as ai:
