@@ -108,7 +108,8 @@ class EmbeddingProvider(Provider):
         dims = model.dimensions or 0
         if not checked:
             return EmbeddingResult(np.zeros((0, dims), np.float32), model.ref, model.vector_space, Usage())
-        token_counts = [estimate_tokens(text) for text in checked]
+        needs_estimate = not self.truncates_long_inputs or model.max_tokens_per_request is not None
+        token_counts = [estimate_tokens(text) for text in checked] if needs_estimate else [1] * len(checked)
         if not self.truncates_long_inputs:
             for index, count in enumerate(token_counts):
                 if count > model.max_input_tokens:
