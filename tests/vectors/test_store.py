@@ -11,7 +11,7 @@ import pytest
 from pulse_ai import InputError
 from pulse_ai.errors import TenantIsolationError, VectorSpaceError
 from pulse_ai.vectors import Layout, VectorPoint, VectorSpace, VectorStore, point_id
-from pulse_ai.vectors.base import Found, QueryOptions
+from pulse_ai.vectors.base import Found, MetadataUpdate, QueryOptions
 from pulse_ai.vectors.embedded import EmbeddedVectorStore
 from pulse_ai.vectors.scope import All
 from tests.vectors.conftest import SPACE, vectors
@@ -118,6 +118,29 @@ async def test_stored_states_report_hashes_for_existing_records(store: VectorSto
     states = await store.stored_states("acme", "issues", SPACE, ["a", "b", "c"])
     assert set(states) == {"a", "b"} and states["a"].content_hash == "h-a"
     assert await store.stored_states("globex", "issues", SPACE, ["a"]) == {}
+
+
+async def test_metadata_updates_keep_vectors_and_stay_in_scope(store: VectorStore) -> None:
+    array = vectors(600)
+    ids = [f"r{i}" for i in range(600)]
+    await store.upsert("acme", "issues", SPACE, points(ids, array, status="open"))
+    await store.upsert("globex", "issues", SPACE, points(ids[:3], array[:3], status="open"))
+    updates = [MetadataUpdate(r, f"h-{r}", {"status": "closed"}, "m2") for r in ids]  # > one batch
+    assert await store.update_metadata("acme", "issues", SPACE, updates) == 600
+    hit = (await store.search("acme", "issues", SPACE, array[2], limit=1))[0]
+    assert hit.record_id == "r2" and hit.score == pytest.approx(1.0, abs=1e-4)  # the vector is intact
+    assert hit.metadata == {"status": "closed"}
+    assert (await store.stored_states("acme", "issues", SPACE, ["r2"]))["r2"].metadata_hash == "m2"
+    assert (await store.search("globex", "issues", SPACE, array[2], limit=1))[0].metadata["status"] == "open"
+    assert await store.count("acme", "issues", SPACE) == 600
+    assert await store.update_metadata("acme", "issues", SPACE, []) == 0
+    await store.upsert("acme", "tickets", SPACE, points(["t1"], array[:1]))
+    with pytest.raises(InputError, match=r"not stored in 'tickets'.*: r0, r1"):
+        await store.update_metadata("acme", "tickets", SPACE, updates[:2])
+    # a record id of another tenant is "not stored" for this one, and nothing was half-updated
+    with pytest.raises(InputError, match="r5"):
+        await store.update_metadata("globex", "issues", SPACE, [MetadataUpdate("r1", "h", {"x": 1}, "m"), updates[5]])
+    assert (await store.search("globex", "issues", SPACE, array[1], limit=1))[0].metadata["status"] == "open"
 
 
 async def test_score_threshold_and_search_params(store: VectorStore) -> None:

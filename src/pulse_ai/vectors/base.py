@@ -41,6 +41,7 @@ from pulse_ai.vectors.scope import (
 __all__ = [
     "CollectionInfo",
     "Found",
+    "MetadataUpdate",
     "QueryOptions",
     "SearchHit",
     "StoredPoint",
@@ -59,6 +60,16 @@ class VectorPoint:
     content_hash: str
     metadata: Mapping[str, Any] = field(default_factory=dict)
     metadata_hash: str = ""
+
+
+@dataclass(frozen=True)
+class MetadataUpdate:
+    """A record whose text (so vector) is unchanged but whose metadata changed."""
+
+    record_id: str
+    content_hash: str
+    metadata: Mapping[str, Any]
+    metadata_hash: str
 
 
 @dataclass(frozen=True)
@@ -147,7 +158,8 @@ class VectorStore(ABC):
     async def _delete(self, name: str, where: All) -> None: ...
 
     @abstractmethod
-    async def _overwrite_payload(self, name: str, point: str, payload: dict[str, Any]) -> None: ...
+    async def _overwrite_payloads(self, name: str, payloads: list[tuple[str, dict[str, Any]]]) -> None:
+        """Replace the payload of each (point id, payload), vectors untouched."""
 
     @abstractmethod
     async def _list_collections(self) -> list[str]: ...
@@ -187,14 +199,7 @@ class VectorStore(ABC):
                     StoredPoint(
                         id=point_id(tenant, table, record),
                         vector=vector,
-                        payload={
-                            TENANT_KEY: tenant,
-                            TABLE_KEY: table,
-                            RECORD_KEY: record,
-                            CONTENT_HASH_KEY: point.content_hash,
-                            METADATA_HASH_KEY: point.metadata_hash,
-                            METADATA_KEY: dict(point.metadata),
-                        },
+                        payload=_payload(tenant, table, record, point),
                     )
                     for record, vector, point in zip(ids[start:end], vectors[start:end], points[start:end], strict=True)
                 ]
@@ -267,29 +272,32 @@ class VectorStore(ABC):
         }
 
     async def update_metadata(
-        self,
-        tenant: str,
-        table: str,
-        space: VectorSpace,
-        record_id: str,
-        metadata: Mapping[str, Any],
-        state: StoredState,
-    ) -> None:
-        """Replace a record's metadata without touching its vector."""
+        self, tenant: str, table: str, space: VectorSpace, points: Sequence[MetadataUpdate]
+    ) -> int:
+        """Replace records' metadata and hashes without touching their vectors; one request per
+        batch, not per record. Returns how many records were updated."""
         tenant, table = validate_name(tenant, "tenant"), validate_name(table, "table")
-        record_id = validate_record_id(record_id)
+        if not points:
+            return 0
+        ids = [validate_record_id(point.record_id, i) for i, point in enumerate(points)]
         name = await self._collection(tenant, table, space, create=False)
         if name is None:
             raise InputError(f"no {table!r} records for this tenant in space {space.id}")
-        payload = {
-            TENANT_KEY: tenant,
-            TABLE_KEY: table,
-            RECORD_KEY: record_id,
-            CONTENT_HASH_KEY: state.content_hash,
-            METADATA_HASH_KEY: state.metadata_hash,
-            METADATA_KEY: dict(metadata),
-        }
-        await self._overwrite_payload(name, point_id(tenant, table, record_id), payload)
+        payloads = [
+            (point_id(tenant, table, record), _payload(tenant, table, record, point))
+            for record, point in zip(ids, points, strict=True)
+        ]
+        existing: set[str] = set()
+        for start in range(0, len(payloads), self.upsert_batch_size):
+            found = await self._retrieve(name, [point for point, _ in payloads[start : start + self.upsert_batch_size]])
+            self._check_scope(found, tenant, table)
+            existing.update(f.payload[RECORD_KEY] for f in found)
+        missing = [record for record in ids if record not in existing]
+        if missing:  # checked before the first write: nothing is half-updated
+            raise InputError(f"records not stored in {table!r}, so no metadata to update: {', '.join(missing[:10])}")
+        for start in range(0, len(payloads), self.upsert_batch_size):
+            await self._overwrite_payloads(name, payloads[start : start + self.upsert_batch_size])
+        return len(payloads)
 
     async def delete(self, tenant: str, table: str, space: VectorSpace, record_ids: Sequence[str]) -> int:
         """Delete these records of this tenant's table; returns how many existed."""
@@ -378,3 +386,14 @@ class VectorStore(ABC):
                 raise TenantIsolationError(
                     "the store returned a point outside the requested tenant and table; the result was refused"
                 )
+
+
+def _payload(tenant: str, table: str, record_id: str, point: VectorPoint | MetadataUpdate) -> dict[str, Any]:
+    return {
+        TENANT_KEY: tenant,
+        TABLE_KEY: table,
+        RECORD_KEY: record_id,
+        CONTENT_HASH_KEY: point.content_hash,
+        METADATA_HASH_KEY: point.metadata_hash,
+        METADATA_KEY: dict(point.metadata),
+    }

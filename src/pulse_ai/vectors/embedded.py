@@ -177,10 +177,14 @@ class EmbeddedVectorStore(VectorStore):
         operation = edge.UpdateOperation.delete_points_by_filter(_filter(where))
         await self._run(shard, lambda s: s.update(operation))
 
-    async def _overwrite_payload(self, name: str, point: str, payload: dict[str, Any]) -> None:
+    async def _overwrite_payloads(self, name: str, payloads: list[tuple[str, dict[str, Any]]]) -> None:
         shard = await self._require(name)
-        operation = edge.UpdateOperation.overwrite_payload([point], payload)
-        await self._run(shard, lambda s: s.update(operation))
+
+        def write(engine: Any) -> None:  # one worker-thread trip for the whole batch
+            for point, payload in payloads:
+                engine.update(edge.UpdateOperation.overwrite_payload([point], payload))
+
+        await self._run(shard, write)
 
     async def _list_collections(self) -> list[str]:
         if not self.path.exists():

@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from pulse_ai.catalog import Capability
 from pulse_ai.errors import AllProvidersFailed, InputError, ProviderError, VectorSpaceError
-from pulse_ai.vectors.base import SearchHit, StoredState, VectorPoint, VectorStore
+from pulse_ai.vectors.base import MetadataUpdate, SearchHit, StoredState, VectorPoint, VectorStore
 from pulse_ai.vectors.scope import (
     VectorSpace,
     check_metadata,
@@ -70,6 +70,10 @@ class _Prepared:
     content_hash: str
     metadata_hash: str
 
+    def point(self, vector: npt.ArrayLike) -> VectorPoint:
+        record = self.record
+        return VectorPoint(record.record_id, vector, self.content_hash, record.metadata, self.metadata_hash)
+
 
 class Indexer:
     """Indexes and searches records with one embedding pipeline and one vector store."""
@@ -118,12 +122,11 @@ class Indexer:
                 else:
                     report.new += 1
 
-        for item in metadata_only:
-            state = StoredState(item.content_hash, item.metadata_hash)
-            await self.store.update_metadata(
-                tenant, table, self.space, item.record.record_id, item.record.metadata, state
-            )
-            report.updated += 1
+        updates = [
+            MetadataUpdate(item.record.record_id, item.content_hash, item.record.metadata, item.metadata_hash)
+            for item in metadata_only
+        ]
+        report.updated += await self.store.update_metadata(tenant, table, self.space, updates)
         return report
 
     async def _embed_and_write(
@@ -146,16 +149,7 @@ class Indexer:
                 return []
             if result.vector_space != self.space.id:
                 raise VectorSpaceError(f"the pipeline produced {result.vector_space}, not {self.space.id}")
-            points = [
-                VectorPoint(
-                    record_id=item.record.record_id,
-                    vector=vector,
-                    content_hash=item.content_hash,
-                    metadata=item.record.metadata,
-                    metadata_hash=item.metadata_hash,
-                )
-                for item, vector in zip(pending, result.vectors, strict=True)
-            ]
+            points = [item.point(vector) for item, vector in zip(pending, result.vectors, strict=True)]
             await self.store.upsert(tenant, table, self.space, points)
             return pending
         return []

@@ -104,8 +104,12 @@ class QdrantServerStore(VectorStore):
     async def _delete(self, name: str, where: All) -> None:
         await self._call(self.client.delete(name, points_selector=qm.FilterSelector(filter=_filter(where)), wait=True))
 
-    async def _overwrite_payload(self, name: str, point: str, payload: dict[str, Any]) -> None:
-        await self._call(self.client.overwrite_payload(name, payload=payload, points=[point], wait=True))
+    async def _overwrite_payloads(self, name: str, payloads: list[tuple[str, dict[str, Any]]]) -> None:
+        operations = [
+            qm.OverwritePayloadOperation(overwrite_payload=qm.SetPayload(payload=payload, points=[point]))
+            for point, payload in payloads
+        ]
+        await self._call(self.client.batch_update_points(name, update_operations=operations, wait=True))
 
     async def _list_collections(self) -> list[str]:
         response = await self._call(self.client.get_collections())
