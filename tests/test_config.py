@@ -107,7 +107,7 @@ providers:
     spec = load_config_text(described).models["gw/mystery-embedder"]
     assert spec.dimensions == 768
     assert spec.max_inputs_per_request == 64  # documented conservative default, not another model's
-    assert spec.price_table_version == "config"
+    assert spec.price_table_version == "config:gw/mystery-embedder"
 
 
 def test_dimensions_override_only_where_the_model_allows_it() -> None:

@@ -4,6 +4,7 @@ async with PulseAI.default() as ai:
     result = await ai.embed(["a text", "another"])
 """
 
+from pulse_ai.accounting import Attempt, PartialVectors, Usage
 from pulse_ai.catalog import Capability, ModelSpec, Tier
 from pulse_ai.client import PulseAI
 from pulse_ai.config import LoadedConfig, PulseConfig, load_config, load_config_text
@@ -12,7 +13,6 @@ from pulse_ai.errors import (
     AuthenticationError,
     BadRequestError,
     ConfigError,
-    FailedAttempt,
     InputError,
     MalformedResponseError,
     ProviderError,
@@ -22,17 +22,18 @@ from pulse_ai.errors import (
     RateLimitedError,
     UnknownModelError,
 )
-from pulse_ai.providers.base import GenerationStream, HealthStatus
-from pulse_ai.types import EmbeddingResult, GenerationParams, GenerationResult, Message, Usage
+from pulse_ai.providers.base import HealthStatus
+from pulse_ai.streams import GenerationStream
+from pulse_ai.types import EmbeddingResult, GenerationParams, GenerationResult, Message
 
 __all__ = [
     "AllProvidersFailed",
+    "Attempt",
     "AuthenticationError",
     "BadRequestError",
     "Capability",
     "ConfigError",
     "EmbeddingResult",
-    "FailedAttempt",
     "GenerationParams",
     "GenerationResult",
     "GenerationStream",
@@ -42,6 +43,7 @@ __all__ = [
     "MalformedResponseError",
     "Message",
     "ModelSpec",
+    "PartialVectors",
     "ProviderError",
     "ProviderTimeoutError",
     "ProviderUnavailableError",

@@ -6,7 +6,9 @@ needs for it; facts are never borrowed from another model.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 from functools import cache
 from importlib import resources
@@ -84,8 +86,8 @@ class ModelSpec:
     max_inputs_per_request: int
     max_tokens_per_request: int | None
     max_output_tokens: int | None
-    input_price_per_million: float
-    output_price_per_million: float
+    input_price_per_million: Decimal
+    output_price_per_million: Decimal
     price_table_version: str
     tier: Tier
     space: str | None = None
@@ -97,21 +99,32 @@ class ModelSpec:
         return f"{self.provider}/{self.name}"
 
     @property
-    def vector_space(self) -> str:
-        """(model identity, dimensions, normalisation) as one id.
+    def model_identity(self) -> str:
+        """Which weights make the vectors: the catalog family (so OpenAI and Azure serving one model
+        share it), an explicit ``space:`` (two differently named deployments declared the same), or,
+        for a ``path:`` override (a fine-tuned checkpoint), the family plus a digest of the path, so
+        that another checkpoint never shares a collection with the catalog model."""
+        if self.space:
+            return self.space
+        if self.path:
+            digest = hashlib.sha256(self.path.encode("utf-8")).hexdigest()[:12]
+            return f"{self.family}+path-{digest}"
+        return self.family
 
-        The model identity is the catalog family (so OpenAI and Azure serving one model share a
-        space), or an explicit ``space:`` that declares two differently named deployments the same.
-        """
+    @property
+    def vector_space(self) -> str:
+        """(model identity, dimensions, normalisation) as one id: it changes whenever the vectors
+        would. A declared ``space:`` names the identity only; dimensions and normalisation are always
+        part of the id, so two models of different sizes can never share a space."""
         norm = "unit" if self.normalized else "raw"
-        return f"{self.space or self.family}@{self.dimensions}/{norm}"
+        return f"{self.model_identity}@{self.dimensions}/{norm}"
 
     def supports(self, capability: Capability) -> bool:
         return capability in self.capabilities
 
-    def cost_usd(self, input_tokens: int, output_tokens: int = 0) -> float:
-        """The one place a price becomes a cost."""
-        return (input_tokens * self.input_price_per_million + output_tokens * self.output_price_per_million) / 1_000_000
+    def cost_usd(self, input_tokens: int, output_tokens: int = 0) -> Decimal:
+        """The one place a price becomes a cost: exact, in USD."""
+        return (input_tokens * self.input_price_per_million + output_tokens * self.output_price_per_million) / _MILLION
 
 
 class Catalog:
@@ -172,20 +185,28 @@ class Catalog:
             capabilities=capabilities,
             dimensions=dimensions,
             send_dimensions=send_dimensions,
-            normalized=entry.normalized,
+            normalized=entry.normalized if model.normalized is None else model.normalized,
             max_input_tokens=model.max_input_tokens or entry.max_input_tokens,
             max_inputs_per_request=model.max_inputs_per_request
             or entry.max_inputs_per_request
             or DEFAULT_MAX_INPUTS_PER_REQUEST,
             max_tokens_per_request=model.max_tokens_per_request or entry.max_tokens_per_request,
             max_output_tokens=model.max_output_tokens or entry.max_output_tokens,
-            input_price_per_million=_first(model.input_price_per_million, entry.input_price_per_million),
-            output_price_per_million=_first(model.output_price_per_million, entry.output_price_per_million),
-            price_table_version=self.price_table_version if model.name in self.entries else "config",
+            input_price_per_million=_price(_first(model.input_price_per_million, entry.input_price_per_million)),
+            output_price_per_million=_price(_first(model.output_price_per_million, entry.output_price_per_million)),
+            price_table_version=self._price_source(provider, model),
             tier=model.tier or entry.tier,
             space=model.space,
             path=model.path,
         )
+
+    def _price_source(self, provider: str, model: ModelConfig) -> str:
+        """Where this model's prices come from: the catalog's table version, or the configuration
+        (a model the catalog does not know, or a price override)."""
+        overridden = model.input_price_per_million is not None or model.output_price_per_million is not None
+        if model.name in self.entries and not overridden:
+            return self.price_table_version
+        return f"config:{provider}/{model.name}"
 
     @staticmethod
     def _entry_from_config(provider: str, model: ModelConfig, local: bool, key_path: str, source: str) -> CatalogEntry:
@@ -228,6 +249,14 @@ class Catalog:
 
 def _first(override: float | None, default: float) -> float:
     return default if override is None else override
+
+
+_MILLION = Decimal(1_000_000)
+
+
+def _price(value: float) -> Decimal:
+    """A YAML number as the exact decimal it was written as (0.15, not 0.1499999...)."""
+    return Decimal(repr(value))
 
 
 @cache

@@ -95,7 +95,7 @@ def embed(
             "vector_space": result.vector_space,
             "dimensions": result.dimensions,
             "truncated": result.truncated,
-            "usage": {"input_tokens": result.usage.input_tokens, "cost_usd": result.usage.cost_usd},
+            "usage": {"input_tokens": result.usage.input_tokens, "cost_usd": str(result.usage.cost_usd)},
             "vectors": result.vectors.round(6).tolist(),
         }
 

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
 
 from pulse_ai.catalog import Capability, ModelSpec
-from pulse_ai.config import LoadedConfig, load_config, load_config_text
+from pulse_ai.config import FallbackConfig, LoadedConfig, PipelineConfig, load_config, load_config_text
 from pulse_ai.errors import InputError
-from pulse_ai.providers.base import (
-    EmbeddingProvider,
-    GenerationProvider,
-    GenerationStream,
-    HealthStatus,
-    Provider,
-)
+from pulse_ai.providers.base import HealthStatus, Provider
 from pulse_ai.providers.registry import create_provider
-from pulse_ai.routing import Router, probe
+from pulse_ai.routing import HealthRegistry, Router, probe
+from pulse_ai.streams import GenerationStream
 from pulse_ai.types import EmbeddingResult, GenerationParams, GenerationResult, Message
 from pulse_ai.vectors import Indexer, VectorStore, open_vector_store
 
@@ -39,6 +35,8 @@ class PulseAI:
         self.loaded = loaded
         self._providers: dict[str, Provider] = {}
         self._routers: dict[str, Router] = {}
+        self._direct_routers: dict[tuple[str, Capability], Router] = {}
+        self.health = HealthRegistry()
         self._vector_store: VectorStore | None = None
 
     @classmethod
@@ -83,8 +81,27 @@ class PulseAI:
             except KeyError:
                 known = ", ".join(sorted(self.loaded.config.pipelines)) or "none"
                 raise InputError(f"no pipeline named {pipeline!r}; configured pipelines: {known}") from None
-            self._routers[pipeline] = Router(pipeline, config, [self.model(ref) for ref in config.candidates])
+            candidates = [self.model(ref) for ref in config.candidates]
+            self._routers[pipeline] = Router(pipeline, config, candidates, health=self.health)
         return self._routers[pipeline]
+
+    def model_router(self, ref: str, capability: Capability) -> Router:
+        """A router of one candidate for direct ``model=`` calls: no fallback, but the same health
+        state (breaker, latency) as the model has in every pipeline, and the same attempts."""
+        key = (ref, capability)
+        if key not in self._direct_routers:
+            provider, spec = self.model(ref)
+            if not spec.supports(capability):
+                raise InputError(f"{ref} is not a {capability.value} model")
+            breaker = next(
+                (p.breaker for p in self.loaded.config.pipelines.values() if ref in p.candidates),
+                PipelineConfig(kind=capability, candidates=[ref]).breaker,
+            )
+            config = PipelineConfig(
+                kind=capability, candidates=[ref], fallback=FallbackConfig(enabled=False), breaker=breaker
+            )
+            self._direct_routers[key] = Router(f"model:{ref}", config, [(provider, spec)], health=self.health)
+        return self._direct_routers[key]
 
     def vector_store(self) -> VectorStore:
         """The configured vector store, opened on first use and closed by ``aclose``."""
@@ -102,11 +119,7 @@ class PulseAI:
     ) -> EmbeddingResult:
         """Embed ``texts`` with one model (``provider/model``) or through a pipeline (default:
         the pipeline named ``embedding``)."""
-        if model is not None:
-            provider, spec = self._direct(model, pipeline, Capability.EMBEDDING)
-            assert isinstance(provider, EmbeddingProvider)
-            return await provider.embed(texts, spec)
-        return await self._pipeline(pipeline or "embedding", Capability.EMBEDDING).embed(texts)
+        return await self._route(model, pipeline, Capability.EMBEDDING).embed(texts)
 
     async def generate(
         self,
@@ -116,11 +129,7 @@ class PulseAI:
         pipeline: str | None = None,
         params: GenerationParams | None = None,
     ) -> GenerationResult:
-        if model is not None:
-            provider, spec = self._direct(model, pipeline, Capability.GENERATION)
-            assert isinstance(provider, GenerationProvider)
-            return await provider.generate(messages, spec, params)
-        return await self._pipeline(pipeline or "generation", Capability.GENERATION).generate(messages, params)
+        return await self._route(model, pipeline, Capability.GENERATION).generate(messages, params)
 
     def stream(
         self,
@@ -130,11 +139,9 @@ class PulseAI:
         pipeline: str | None = None,
         params: GenerationParams | None = None,
     ) -> GenerationStream:
-        if model is not None:
-            provider, spec = self._direct(model, pipeline, Capability.GENERATION)
-            assert isinstance(provider, GenerationProvider)
-            return provider.stream(messages, spec, params)
-        return self._pipeline(pipeline or "generation", Capability.GENERATION).stream(messages, params)
+        """A streamed answer; use it as ``async with ai.stream(...) as stream: async for delta in
+        stream`` so that leaving early closes the provider's stream and frees its slot at once."""
+        return self._route(model, pipeline, Capability.GENERATION).stream(messages, params)
 
     async def check_providers(self) -> dict[str, list[HealthStatus]]:
         """A real, cheap call to every candidate of every pipeline, by pipeline name; models in no
@@ -151,13 +158,12 @@ class PulseAI:
             report.setdefault("", []).append(status)
         return report
 
-    def _direct(self, ref: str, pipeline: str | None, capability: Capability) -> tuple[Provider, ModelSpec]:
+    def _route(self, model: str | None, pipeline: str | None, capability: Capability) -> Router:
+        if model is None:
+            return self._pipeline(pipeline or capability.value, capability)
         if pipeline is not None:
             raise InputError("give either model= or pipeline=, not both")
-        provider, spec = self.model(ref)
-        if not spec.supports(capability):
-            raise InputError(f"{ref} is not a {capability.value} model")
-        return provider, spec
+        return self.model_router(model, capability)
 
     def _pipeline(self, name: str, capability: Capability) -> Router:
         router = self.router(name)
@@ -167,13 +173,18 @@ class PulseAI:
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def aclose(self) -> None:
-        if self._vector_store is not None:
-            await self._vector_store.close()
-            self._vector_store = None
-        for provider in self._providers.values():
-            await provider.aclose()
+        """Close the vector store and every provider: all of them, even when one fails to close
+        (the first failure is raised after the rest were closed)."""
+        store, self._vector_store = self._vector_store, None
+        providers = list(self._providers.values())
         self._providers.clear()
         self._routers.clear()
+        self._direct_routers.clear()
+        async with AsyncExitStack() as stack:
+            for provider in providers:
+                stack.push_async_callback(provider.aclose)
+            if store is not None:
+                stack.push_async_callback(store.close)
 
     async def __aenter__(self) -> PulseAI:
         return self

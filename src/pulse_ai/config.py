@@ -37,6 +37,7 @@ __all__ = [
     "BreakerConfig",
     "CustomGatewayConfig",
     "ErrorKind",
+    "FakeConfig",
     "FallbackConfig",
     "ModelConfig",
     "OpenAIConfig",
@@ -75,7 +76,8 @@ class ModelConfig(_Strict):
     input_price_per_million: NonNegativeFloat | None = None
     output_price_per_million: NonNegativeFloat | None = None
     tier: Tier | None = None
-    space: str | None = Field(default=None, min_length=1)
+    # A model identity only (dimensions and normalisation are always added to the space id)
+    space: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
 class _ProviderBase(_Strict):
@@ -125,8 +127,16 @@ class CustomGatewayConfig(_ProviderBase):
     headers: dict[str, SecretStr] = Field(default_factory=dict)
 
 
+class FakeConfig(_ProviderBase):
+    """In-process fakes for tests (``pulse_ai.testing``): deterministic vectors and echo answers,
+    with scriptable faults; catalog models keep their facts, so a fake can stand in for OpenAI."""
+
+    type: Literal["fake"]
+    latency: NonNegativeFloat = 0.0
+
+
 ProviderConfig = Annotated[
-    SentenceTransformersConfig | OpenAIConfig | AzureOpenAIConfig | CustomGatewayConfig,
+    SentenceTransformersConfig | OpenAIConfig | AzureOpenAIConfig | CustomGatewayConfig | FakeConfig,
     Field(discriminator="type"),
 ]
 
@@ -315,7 +325,9 @@ def _check_pipelines(config: PulseConfig, models: dict[str, ModelSpec], source: 
                     key_path=key_path,
                 )
             if pipeline.kind is Capability.EMBEDDING:
-                spaces.setdefault(spec.vector_space, []).append(ref)
+                # the id holds dimensions and normalisation; keyed on them too, whatever is declared
+                shape = f"{spec.vector_space} ({spec.dimensions} dimensions, normalized={spec.normalized})"
+                spaces.setdefault(shape, []).append(ref)
         if pipeline.candidates and len(set(pipeline.candidates)) != len(pipeline.candidates):
             raise ConfigError("a candidate is listed twice", source=source, key_path=f"pipelines.{name}")
         if len(spaces) > 1:
@@ -330,7 +342,7 @@ def _check_pipelines(config: PulseConfig, models: dict[str, ModelSpec], source: 
             )
 
 
-_PROVIDER_TAGS = {"sentence_transformers", "openai", "azure_openai", "custom_gateway"}
+_PROVIDER_TAGS = {"sentence_transformers", "openai", "azure_openai", "custom_gateway", "fake"}
 
 
 def _describe(exc: ValidationError) -> str:

@@ -13,26 +13,33 @@ Callers (and the router) decide on the *type* of an error, never on its message:
     │   ├── AuthenticationError     401/403: the credentials are wrong or lack permission
     │   ├── BadRequestError         400/404/422: the request itself is wrong; retrying will not help
     │   └── MalformedResponseError  the answer cannot be used: wrong count, wrong dimension, bad JSON
-    ├── AllProvidersFailed          every candidate of a pipeline failed; carries each attempt's error
+    ├── AllProvidersFailed          every candidate failed (also an ExceptionGroup of their errors);
+    │                               names candidates skipped because their breaker was open
     └── VectorStoreError            the vector store failed or refused an operation
         ├── VectorSpaceError        a vector of the wrong space (model or dimensions) for a collection
         └── TenantIsolationError    a point of another tenant reached a result: refused, never returned
 
-Errors raised by an SDK are translated at the provider boundary (``raise Mapped(...) from exc``),
-and their text never contains a secret.
+Errors raised by an SDK are translated at the provider boundary and are *not* chained: the SDK's
+exception holds the provider's response body, which may echo a credential, so it is neither the
+``__cause__`` nor the ``__context__`` of ours. Our texts are redacted before they are truncated; no
+rendering of a pulse-ai error (str, repr, traceback, log line) contains a secret.
+
+Errors carry what the call consumed before it failed: ``ProviderError.usage`` (requests of a
+multi-request call that succeeded), ``ProviderError.partial`` (the vectors those requests returned)
+and ``attempts`` (every candidate tried), so the usage ledger records money spent on failed calls.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from pulse_ai.accounting import Attempt, PartialVectors, Usage
 
 __all__ = [
     "AllProvidersFailed",
     "AuthenticationError",
     "BadRequestError",
     "ConfigError",
-    "FailedAttempt",
     "InputError",
     "MalformedResponseError",
     "ProviderError",
@@ -44,6 +51,7 @@ __all__ = [
     "UnknownModelError",
     "VectorSpaceError",
     "VectorStoreError",
+    "error_kind",
 ]
 
 
@@ -81,7 +89,9 @@ class InputError(PulseAIError, ValueError):
 
 
 class ProviderError(PulseAIError):
-    """A provider call failed. ``failed_inputs`` lists the input indices that got no result."""
+    """A provider call failed. ``failed_inputs`` lists the input indices that got no result;
+    ``usage`` is what the call consumed anyway; ``partial`` holds the vectors of the inputs that
+    were answered (embeddings); ``attempts`` every candidate the router tried, this one included."""
 
     retryable: bool = False
 
@@ -99,6 +109,9 @@ class ProviderError(PulseAIError):
         self.status_code = status_code
         self.failed_inputs: tuple[int, ...] = tuple(failed_inputs)
         self.detail = message
+        self.usage = Usage()
+        self.partial: PartialVectors | None = None
+        self.attempts: tuple[Attempt, ...] = ()
         super().__init__(message)
 
     def __str__(self) -> str:
@@ -147,22 +160,62 @@ class MalformedResponseError(ProviderError):
     retryable = True
 
 
-@dataclass(frozen=True)
-class FailedAttempt:
-    """One candidate's failure inside a pipeline call."""
+class AllProvidersFailed(PulseAIError, ExceptionGroup):
+    """Every candidate of a pipeline that was tried failed.
 
-    candidate: str
-    error: PulseAIError
+    It is also an ``ExceptionGroup`` of the candidates' errors (``except*`` works, and a traceback
+    shows each). ``attempts`` holds every attempt in order, ``skipped`` the candidates that were not
+    tried because their circuit breaker was open. For embeddings, ``partial`` holds the vectors some
+    candidates did return and ``failed_inputs`` the inputs that got none.
+    """
 
+    def __new__(
+        cls,
+        pipeline: str,
+        attempts: Sequence[Attempt],
+        skipped: Sequence[str] = (),
+        *,
+        partial: PartialVectors | None = None,
+        failed_inputs: Sequence[int] = (),
+    ) -> AllProvidersFailed:
+        errors = [a.error for a in attempts if a.error is not None] or [PulseAIError("no candidate was tried")]
+        return super().__new__(cls, _all_failed_message(pipeline, attempts, skipped), errors)
 
-class AllProvidersFailed(PulseAIError):
-    """Every candidate of a pipeline failed. ``attempts`` holds each candidate's error, in order."""
-
-    def __init__(self, pipeline: str, attempts: Sequence[FailedAttempt]) -> None:
+    def __init__(
+        self,
+        pipeline: str,
+        attempts: Sequence[Attempt],
+        skipped: Sequence[str] = (),
+        *,
+        partial: PartialVectors | None = None,
+        failed_inputs: Sequence[int] = (),
+    ) -> None:
+        errors = [a.error for a in attempts if a.error is not None] or [PulseAIError("no candidate was tried")]
+        super().__init__(_all_failed_message(pipeline, attempts, skipped), errors)
         self.pipeline = pipeline
-        self.attempts: tuple[FailedAttempt, ...] = tuple(attempts)
-        causes = "; ".join(f"{a.candidate}: {type(a.error).__name__}: {a.error}" for a in self.attempts)
-        super().__init__(f"pipeline {pipeline!r}: all candidates failed ({causes})")
+        self.attempts: tuple[Attempt, ...] = tuple(attempts)
+        self.skipped: tuple[str, ...] = tuple(skipped)
+        self.partial = partial
+        self.failed_inputs: tuple[int, ...] = tuple(failed_inputs)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def derive(self, excs: Sequence[Exception]) -> ExceptionGroup[Exception]:  # type: ignore[override]
+        # except* splits the group: the parts are plain groups (our attributes belong to the whole)
+        return ExceptionGroup(self.message, excs)
+
+    @property
+    def usage(self) -> Usage:
+        return Usage.total([a.usage for a in self.attempts])
+
+
+def _all_failed_message(pipeline: str, attempts: Sequence[Attempt], skipped: Sequence[str]) -> str:
+    causes = "; ".join(f"{a.model}: {type(a.error).__name__}: {a.error}" for a in attempts if a.error is not None)
+    text = f"pipeline {pipeline!r}: all candidates tried failed ({causes})"
+    if skipped:
+        text += f"; skipped with an open circuit breaker: {', '.join(skipped)}"
+    return text
 
 
 class VectorStoreError(PulseAIError):
@@ -182,3 +235,22 @@ def _summarise_indices(indices: Sequence[int], shown: int = 20) -> str:
     head = ", ".join(str(i) for i in indices[:shown])
     rest = len(indices) - shown
     return f"{head} and {rest} more" if rest > 0 else head
+
+
+_KINDS: tuple[tuple[type[BaseException], str], ...] = (
+    (RateLimitedError, "rate_limited"),
+    (ProviderTimeoutError, "timeout"),
+    (ProviderUnavailableError, "unavailable"),
+    (MalformedResponseError, "malformed"),
+    (BadRequestError, "bad_request"),
+    (AuthenticationError, "authentication"),
+    (InputError, "bad_input"),
+)
+
+
+def error_kind(error: BaseException) -> str:
+    """The ledger's name for how a call ended in ``error``."""
+    for cls, kind in _KINDS:
+        if isinstance(error, cls):
+            return kind
+    return getattr(error, "kind", "error")

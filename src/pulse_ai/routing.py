@@ -3,8 +3,15 @@
 A pipeline call tries its candidates in the order the strategy gives, skipping those whose
 breaker is open (unless every one is open: then all are tried rather than failing without a call).
 A candidate's own retries happen inside its provider; the router moves on only on the error types
-the pipeline lists in ``fallback.on_errors``. When every candidate failed, one ``AllProvidersFailed``
-carries each candidate's error.
+the pipeline lists in ``fallback.on_errors``. When every candidate tried failed, one
+``AllProvidersFailed`` carries each attempt and names the candidates that were skipped.
+
+An embedding call that a candidate answered in part (some of its requests failed) keeps what was
+answered and sends only the rest to the next candidate. Every attempt, successful or not, is on
+the result or the error with what it consumed, for the usage ledger.
+
+Health (breaker and latency) is kept per model ref in a ``HealthRegistry`` shared by every
+pipeline, and by direct ``model=`` calls, so a model in two pipelines is one health state.
 """
 
 from __future__ import annotations
@@ -13,31 +20,29 @@ import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import TypeVar
+from typing import Generic, TypeVar
 
+import numpy as np
+
+from pulse_ai.accounting import Attempt, PartialVectors, Usage
 from pulse_ai.catalog import Capability, ModelSpec
 from pulse_ai.config import BreakerConfig, ErrorKind, PipelineConfig, Strategy
 from pulse_ai.errors import (
     AllProvidersFailed,
     AuthenticationError,
     BadRequestError,
-    FailedAttempt,
     MalformedResponseError,
     ProviderError,
     ProviderTimeoutError,
     ProviderUnavailableError,
     RateLimitedError,
+    error_kind,
 )
-from pulse_ai.providers.base import (
-    EmbeddingProvider,
-    GenerationProvider,
-    GenerationStream,
-    HealthStatus,
-    Provider,
-)
-from pulse_ai.tokens import estimate_tokens
+from pulse_ai.providers.base import EmbeddingProvider, GenerationProvider, HealthStatus, Provider
+from pulse_ai.streams import GenerationStream
+from pulse_ai.tokens import estimate_many
 from pulse_ai.types import (
     EmbeddingResult,
     GenerationParams,
@@ -47,7 +52,7 @@ from pulse_ai.types import (
     validate_texts,
 )
 
-__all__ = ["BreakerState", "Candidate", "CircuitBreaker", "Router", "probe"]
+__all__ = ["BreakerState", "Candidate", "CircuitBreaker", "HealthRegistry", "ModelHealth", "Router", "probe"]
 
 T = TypeVar("T")
 Clock = Callable[[], float]
@@ -72,7 +77,11 @@ class BreakerState(StrEnum):
 
 
 class CircuitBreaker:
-    """Failure rate over a sliding window of calls; cooldown; one trial call when it half-opens."""
+    """Failure rate over a sliding window of calls; cooldown; one trial call when it half-opens.
+
+    Every ``acquire`` that returned True ends in exactly one of ``record_success``,
+    ``record_failure`` or ``release``; a half-open trial is never left hanging.
+    """
 
     def __init__(self, config: BreakerConfig, clock: Clock = time.monotonic) -> None:
         self.config = config
@@ -108,7 +117,8 @@ class CircuitBreaker:
 
     def record_failure(self, error: ProviderError) -> None:
         if isinstance(error, BadRequestError):
-            return  # the request was wrong, not the provider
+            self.release()  # the request was wrong, not the provider: no verdict on its health
+            return
         self._outcomes.append(False)
         failures = self._outcomes.count(False)
         tripped = (
@@ -118,7 +128,7 @@ class CircuitBreaker:
             self._open()
 
     def release(self) -> None:
-        """A half-open trial ended without a verdict (cancelled, or a caller error)."""
+        """A call ended without a verdict (cancelled, a caller error, a bad request)."""
         self._trial_in_flight = False
 
     def _open(self) -> None:
@@ -128,23 +138,59 @@ class CircuitBreaker:
 
 
 @dataclass
-class Candidate:
-    provider: Provider
-    model: ModelSpec
+class ModelHealth:
+    """One model ref's health: its breaker and its observed latency."""
+
     breaker: CircuitBreaker
     latency_ewma: float | None = None
-
-    @property
-    def ref(self) -> str:
-        return self.model.ref
 
     def observe_latency(self, seconds: float) -> None:
         previous = self.latency_ewma
         self.latency_ewma = seconds if previous is None else EWMA_ALPHA * seconds + (1 - EWMA_ALPHA) * previous
 
 
+@dataclass
+class HealthRegistry:
+    """Health per model ref. The breaker settings of the first pipeline that asks for a ref win."""
+
+    clock: Clock = time.monotonic
+    _health: dict[str, ModelHealth] = field(default_factory=dict)
+
+    def get(self, ref: str, config: BreakerConfig) -> ModelHealth:
+        if ref not in self._health:
+            self._health[ref] = ModelHealth(CircuitBreaker(config, self.clock))
+        return self._health[ref]
+
+    def states(self) -> dict[str, BreakerState]:
+        return {ref: health.breaker.state for ref, health in self._health.items()}
+
+
+@dataclass
+class Candidate:
+    provider: Provider
+    model: ModelSpec
+    health: ModelHealth
+
+    @property
+    def ref(self) -> str:
+        return self.model.ref
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        return self.health.breaker
+
+    @property
+    def latency_ewma(self) -> float | None:
+        return self.health.latency_ewma
+
+
+@dataclass
+class _Served(Generic[T]):
+    value: T
+
+
 class Router:
-    """Serves one named pipeline."""
+    """Serves one named pipeline (or one model, for direct ``model=`` calls)."""
 
     def __init__(
         self,
@@ -153,13 +199,15 @@ class Router:
         candidates: Sequence[tuple[Provider, ModelSpec]],
         clock: Clock = time.monotonic,
         rng: random.Random | None = None,
+        health: HealthRegistry | None = None,
     ) -> None:
         self.name = name
         self.config = config
         self._clock = clock
         self._rng = rng or random.Random()
+        registry = health or HealthRegistry(clock)
         self.candidates = [
-            Candidate(provider, model, CircuitBreaker(config.breaker, clock)) for provider, model in candidates
+            Candidate(provider, model, registry.get(model.ref, config.breaker)) for provider, model in candidates
         ]
         self._fallback_on = tuple(ERROR_TYPES[kind] for kind in config.fallback.on_errors)
 
@@ -182,41 +230,107 @@ class Router:
             # Unmeasured candidates go first, so that every one gets measured.
             candidates.sort(key=lambda c: -1.0 if c.latency_ewma is None else c.latency_ewma)
             if len(candidates) > 1 and self._rng.random() < self.config.explore_rate:
-                probe = candidates.pop(self._rng.randrange(1, len(candidates)))
-                candidates.insert(0, probe)
+                explored = candidates.pop(self._rng.randrange(1, len(candidates)))
+                candidates.insert(0, explored)
         return candidates
 
-    def _estimate(self, texts: Iterable[str]) -> int:
-        """Input tokens, estimated only where the strategy prices them."""
+    async def _estimate(self, texts: Iterable[str]) -> int:
+        """Input tokens, estimated only where the strategy prices them (off the loop when large)."""
         if self.config.strategy is not Strategy.CHEAPEST:
             return 0
-        return sum(estimate_tokens(text) for text in texts)
+        return sum(await estimate_many(list(texts)))
+
+    def _admitted(self, ranked: list[Candidate], skipped: list[str]) -> Iterable[tuple[Candidate, bool]]:
+        """(candidate, acquired) in order: those whose breaker admits a call; if none does, every
+        candidate (rather than failing without a call). Candidates left out go to ``skipped``."""
+        admitted_any = False
+        for candidate in ranked:
+            if candidate.breaker.acquire():
+                admitted_any = True
+                yield candidate, True
+            else:
+                skipped.append(candidate.ref)
+        if not admitted_any:
+            skipped.clear()
+            for candidate in ranked:
+                yield candidate, False
 
     # ---- calls ---------------------------------------------------------------------------
     async def embed(self, texts: Sequence[str]) -> EmbeddingResult:
         checked = validate_texts(texts)
-        tokens = self._estimate(checked)
+        ranked = self.ranked(await self._estimate(checked), 0)
+        dims = self.candidates[0].model.dimensions or 0
+        vectors = np.empty((len(checked), dims), dtype=np.float32)
+        remaining = np.arange(len(checked), dtype=np.int64)
+        attempts: list[Attempt] = []
+        skipped: list[str] = []
+        truncated = 0
+        for candidate, acquired in self._admitted(ranked, skipped):
+            todo = remaining
 
-        async def call(candidate: Candidate) -> EmbeddingResult:
-            assert isinstance(candidate.provider, EmbeddingProvider)
-            return await candidate.provider.embed(checked, candidate.model)
+            async def call(c: Candidate, todo: np.ndarray = todo) -> EmbeddingResult:
+                assert isinstance(c.provider, EmbeddingProvider)
+                return await c.provider.embed([checked[i] for i in todo], c.model)
 
-        result, failed = await self._run(call, tokens, 0)
-        return replace(result, failed_attempts=failed)
+            try:
+                outcome = await self._attempt(call, candidate, acquired, attempts, len(todo))
+            except ProviderError as error:  # not a fallback error: raised, with what was consumed
+                self._remap(error, todo, vectors, remaining)
+                error.attempts = tuple(attempts)
+                raise
+            if isinstance(outcome, _Served):
+                result = outcome.value
+                vectors[todo] = result.vectors
+                truncated += result.truncated
+                return EmbeddingResult(
+                    vectors=vectors,
+                    model=candidate.ref,
+                    vector_space=candidate.model.vector_space,
+                    usage=Usage.total([a.usage for a in attempts]),
+                    truncated=truncated,
+                    attempts=tuple(attempts),
+                )
+            partial = outcome.partial
+            if partial is not None and len(partial):
+                vectors[todo[partial.indices]] = partial.vectors
+                remaining = np.setdiff1d(todo, todo[partial.indices], assume_unique=True)
+        done = np.setdiff1d(np.arange(len(checked)), remaining, assume_unique=True)
+        raise AllProvidersFailed(
+            self.name,
+            attempts,
+            skipped,
+            partial=PartialVectors(done, vectors[done]) if done.size else None,
+            failed_inputs=remaining.tolist(),
+        )
+
+    @staticmethod
+    def _remap(error: ProviderError, todo: np.ndarray, vectors: np.ndarray, remaining: np.ndarray) -> None:
+        """Express a candidate's error in the caller's input indices, with every vector any
+        candidate returned so far."""
+        served = np.setdiff1d(np.arange(vectors.shape[0]), remaining, assume_unique=True)
+        indices = [served]
+        rows = [vectors[served]]
+        if error.partial is not None and len(error.partial):
+            indices.append(todo[error.partial.indices])
+            rows.append(error.partial.vectors)
+        all_indices = np.concatenate(indices)
+        error.partial = PartialVectors(all_indices, np.concatenate(rows)) if all_indices.size else None
+        failed = todo[list(error.failed_inputs)] if error.failed_inputs else todo
+        error.failed_inputs = tuple(int(i) for i in failed)
 
     async def generate(
         self, messages: str | Sequence[Message | dict[str, str]], params: GenerationParams | None = None
     ) -> GenerationResult:
         checked = normalise_messages(messages)
         params = params or GenerationParams()
-        tokens = self._estimate(message.content for message in checked)
 
         async def call(candidate: Candidate) -> GenerationResult:
             assert isinstance(candidate.provider, GenerationProvider)
             return await candidate.provider.generate(checked, candidate.model, params)
 
-        result, failed = await self._run(call, tokens, params.max_tokens or DEFAULT_OUTPUT_ESTIMATE)
-        return replace(result, failed_attempts=failed)
+        tokens = await self._estimate(message.content for message in checked)
+        result, attempts = await self._run(call, tokens, params.max_tokens or DEFAULT_OUTPUT_ESTIMATE)
+        return replace(result, attempts=attempts, usage=Usage.total([a.usage for a in attempts]))
 
     def stream(
         self, messages: str | Sequence[Message | dict[str, str]], params: GenerationParams | None = None
@@ -224,25 +338,51 @@ class Router:
         """Stream from the first candidate that produces a first chunk; after that, no fallback."""
         checked = normalise_messages(messages)
         params = params or GenerationParams()
-        tokens = self._estimate(message.content for message in checked)
+        failed: list[Attempt] = []
+        chosen: list[GenerationStream] = []
 
-        async def chunks() -> AsyncIterator[str | GenerationResult]:
-            async def first_chunk(candidate: Candidate) -> tuple[GenerationStream, str | None]:
-                assert isinstance(candidate.provider, GenerationProvider)
-                stream = candidate.provider.stream(checked, candidate.model, params)
+        async def first_chunk(candidate: Candidate) -> tuple[GenerationStream, str | None]:
+            assert isinstance(candidate.provider, GenerationProvider)
+            stream = candidate.provider.stream(checked, candidate.model, params)
+            try:
                 async for chunk in stream:
                     return stream, chunk
-                return stream, None
+            except BaseException:
+                await stream.aclose()
+                raise
+            if stream.error is None and stream.result is None:
+                await stream.aclose()
+            return stream, None
 
-            (stream, first), failed = await self._run(first_chunk, tokens, params.max_tokens or DEFAULT_OUTPUT_ESTIMATE)
-            if first is not None:
-                yield first
-            async for chunk in stream:
-                yield chunk
+        async def chunks() -> AsyncIterator[str | GenerationResult]:
+            tokens = await self._estimate(message.content for message in checked)
+            try:
+                (stream, first), attempts = await self._run(
+                    first_chunk, tokens, params.max_tokens or DEFAULT_OUTPUT_ESTIMATE
+                )
+            except (ProviderError, AllProvidersFailed) as error:
+                failed.extend(error.attempts)
+                raise
+            failed.extend(a for a in attempts if not a.ok)
+            chosen.append(stream)
+            served = next(c for c in self.candidates if c.ref == attempts[-1].model)
+            try:
+                if first is not None:
+                    yield first
+                async for chunk in stream:
+                    yield chunk
+            except ProviderError as error:  # after the first chunk: no fallback, but the breaker hears it
+                served.breaker.record_failure(error)
+                raise
+            finally:
+                await stream.aclose()
             if stream.result is not None:
-                yield replace(stream.result, failed_attempts=failed)
+                yield replace(stream.result, attempts=(*failed, *stream.attempts))
 
-        return GenerationStream(chunks())
+        def attempts_of(_: GenerationStream) -> tuple[Attempt, ...]:
+            return (*failed, *(chosen[0].attempts if chosen else ()))
+
+        return GenerationStream(chunks(), attempts_of)
 
     async def health_check(self) -> list[HealthStatus]:
         """Probe every candidate; the results feed the breakers."""
@@ -258,48 +398,73 @@ class Router:
 
     async def _run(
         self, call: Callable[[Candidate], Awaitable[T]], input_tokens: int, output_tokens: int
-    ) -> tuple[T, tuple[FailedAttempt, ...]]:
-        ranked = self.ranked(input_tokens, output_tokens)
-        attempts: list[FailedAttempt] = []
-        admitted_any = False
-        for candidate in ranked:
-            if not candidate.breaker.acquire():
-                continue  # open: skipped until its cooldown ends
-            admitted_any = True
-            served = await self._attempt(call, candidate, attempts)
-            if served is not _FELL_THROUGH:
-                return served, tuple(attempts)  # type: ignore[return-value]
-        if not admitted_any:
-            # Every breaker is open: try them all rather than fail without a call.
-            for candidate in ranked:
-                served = await self._attempt(call, candidate, attempts)
-                if served is not _FELL_THROUGH:
-                    return served, tuple(attempts)  # type: ignore[return-value]
-        raise AllProvidersFailed(self.name, attempts)
+    ) -> tuple[T, tuple[Attempt, ...]]:
+        attempts: list[Attempt] = []
+        skipped: list[str] = []
+        for candidate, acquired in self._admitted(self.ranked(input_tokens, output_tokens), skipped):
+            try:
+                outcome = await self._attempt(call, candidate, acquired, attempts, 1)
+            except ProviderError as error:
+                error.attempts = tuple(attempts)
+                raise
+            if isinstance(outcome, _Served):
+                return outcome.value, tuple(attempts)
+        raise AllProvidersFailed(self.name, attempts, skipped)
 
     async def _attempt(
-        self, call: Callable[[Candidate], Awaitable[T]], candidate: Candidate, attempts: list[FailedAttempt]
-    ) -> T | object:
-        """One candidate's call: its result, or _FELL_THROUGH when the router should move on."""
+        self,
+        call: Callable[[Candidate], Awaitable[T]],
+        candidate: Candidate,
+        acquired: bool,
+        attempts: list[Attempt],
+        inputs: int,
+    ) -> _Served[T] | ProviderError:
+        """One candidate's call: its result, or the error when the router should move on (any other
+        error is raised). Either way it is recorded in ``attempts``, and the breaker gets a verdict
+        or its trial back."""
         started = self._clock()
+        perf = time.perf_counter()
+        verdict = False
         try:
             result = await call(candidate)
+            candidate.breaker.record_success()
+            verdict = True
+            candidate.health.observe_latency(self._clock() - started)
+            usage = getattr(result, "usage", None)
+            attempts.append(
+                Attempt(
+                    candidate.ref,
+                    usage if isinstance(usage, Usage) else Usage(requests=1),
+                    (time.perf_counter() - perf) * 1000,
+                    "ok",
+                    None,
+                    candidate.model.price_table_version,
+                    inputs,
+                    inputs,
+                )
+            )
+            return _Served(result)
         except ProviderError as error:
             candidate.breaker.record_failure(error)
-            attempts.append(FailedAttempt(candidate.ref, error))
+            verdict = True
+            attempts.append(
+                Attempt(
+                    candidate.ref,
+                    error.usage,
+                    (time.perf_counter() - perf) * 1000,
+                    error_kind(error),
+                    error,
+                    candidate.model.price_table_version,
+                    inputs,
+                    len(error.partial) if error.partial is not None else 0,
+                )
+            )
             if self.config.fallback.enabled and isinstance(error, self._fallback_on):
-                return _FELL_THROUGH
-            candidate.breaker.release()
+                return error
             raise
-        except BaseException:
-            candidate.breaker.release()  # cancelled, or the caller's own error: no verdict
-            raise
-        candidate.breaker.record_success()
-        candidate.observe_latency(self._clock() - started)
-        return result
-
-
-_FELL_THROUGH = object()
+        finally:
+            if acquired and not verdict:
+                candidate.breaker.release()  # cancelled, or the caller's own error: no verdict
 
 
 async def probe(provider: Provider, model: ModelSpec) -> tuple[HealthStatus, ProviderError | None]:

@@ -10,9 +10,11 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from pulse_ai.errors import FailedAttempt, InputError
+from pulse_ai.accounting import Attempt, Usage
+from pulse_ai.errors import InputError
 
 __all__ = [
+    "Attempt",
     "EmbeddingResult",
     "GenerationParams",
     "GenerationResult",
@@ -26,41 +28,29 @@ Vectors = npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True)
-class Usage:
-    """What one call consumed. Add two with ``+``."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    requests: int = 0
-    cost_usd: float = 0.0
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            self.input_tokens + other.input_tokens,
-            self.output_tokens + other.output_tokens,
-            self.requests + other.requests,
-            self.cost_usd + other.cost_usd,
-        )
-
-    @property
-    def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
-
-
-@dataclass(frozen=True)
 class EmbeddingResult:
-    """``vectors`` is float32 of shape (len(texts), dimensions), in input order."""
+    """``vectors`` is float32 of shape (len(texts), dimensions), in input order.
+
+    ``model`` is the candidate that served the last inputs; when a fallback served only the inputs
+    another candidate failed, ``attempts`` shows the split (every attempt, failed ones included),
+    and ``usage`` is the sum of every attempt's usage: what the request cost.
+    """
 
     vectors: Vectors
     model: str
     vector_space: str
     usage: Usage
     truncated: int = 0
-    failed_attempts: tuple[FailedAttempt, ...] = field(default=())
+    attempts: tuple[Attempt, ...] = field(default=())
+    cached: int = 0
 
     @property
     def dimensions(self) -> int:
         return int(self.vectors.shape[1])
+
+    @property
+    def failed_attempts(self) -> tuple[Attempt, ...]:
+        return tuple(a for a in self.attempts if not a.ok)
 
     def __len__(self) -> int:
         return int(self.vectors.shape[0])
@@ -72,7 +62,12 @@ class GenerationResult:
     model: str
     usage: Usage
     finish_reason: str | None
-    failed_attempts: tuple[FailedAttempt, ...] = field(default=())
+    attempts: tuple[Attempt, ...] = field(default=())
+    cached: bool = False
+
+    @property
+    def failed_attempts(self) -> tuple[Attempt, ...]:
+        return tuple(a for a in self.attempts if not a.ok)
 
 
 class Message(BaseModel):

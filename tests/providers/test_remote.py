@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from decimal import Decimal
 
 import numpy as np
 import pytest
@@ -43,7 +44,7 @@ async def test_embedding_request_shape_vectors_and_usage(fake: FakeOpenAIServer)
     assert result.vector_space == "openai/text-embedding-3-small@1536/unit"
     assert result.usage.input_tokens == 5  # the fake counts words; taken from the response
     assert result.usage.requests == 1
-    assert result.usage.cost_usd == pytest.approx(5 * 0.02 / 1_000_000)
+    assert result.usage.cost_usd == Decimal("0.0000001")  # exact: 5 * 0.02 / 1e6
     (request,) = fake.requests
     assert request.path == "/v1/embeddings"
     assert request.headers["authorization"] == "Bearer sk-test-secret-0001"
@@ -228,7 +229,7 @@ async def test_generation_text_usage_and_params(fake: FakeOpenAIServer) -> None:
     assert result.text == "echo: hello there"
     assert result.finish_reason == "stop"
     assert (result.usage.input_tokens, result.usage.output_tokens) == (4, 3)
-    assert result.usage.cost_usd == pytest.approx((4 * 0.15 + 3 * 0.60) / 1_000_000)
+    assert result.usage.cost_usd == Decimal("0.0000024")  # exact: (4 * 0.15 + 3 * 0.60) / 1e6
     body = fake.requests[0].body
     assert fake.requests[0].path == "/v1/chat/completions"
     assert body["temperature"] == 0.2 and body["max_tokens"] == 50
@@ -311,7 +312,7 @@ providers:
     async with PulseAI.from_yaml(text) as ai:
         result = await ai.generate("hello gateway", model="gw/llama-3.1-70b")
     assert result.text == "echo: hello gateway"
-    assert result.usage.cost_usd == pytest.approx((2 * 0.5 + 3 * 1.0) / 1_000_000)
+    assert result.usage.cost_usd == Decimal("0.000004")  # exact: (2 * 0.5 + 3 * 1.0) / 1e6
     (request,) = fake.requests
     assert request.headers["x-api-key"] == "Token gateway-token"
     assert request.headers["x-team"] == "analytics"

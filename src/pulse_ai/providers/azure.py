@@ -6,6 +6,8 @@ into ``/openai/deployments/{deployment}/...``; the catalog facts stay those of t
 
 from __future__ import annotations
 
+from typing import Any
+
 import openai
 
 from pulse_ai.config import AzureOpenAIConfig
@@ -18,8 +20,9 @@ class AzureOpenAIProvider(OpenAICompatibleProvider):
     type_name = "azure_openai"
     config: AzureOpenAIConfig
 
-    def make_client(self) -> openai.AsyncOpenAI:
+    def make_client(self, http: Any) -> openai.AsyncOpenAI:
         return openai.AsyncAzureOpenAI(
+            http_client=http,
             azure_endpoint=self.config.endpoint,
             api_key=self.config.api_key.get_secret_value(),
             api_version=self.config.api_version,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -15,15 +16,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from pulse_ai.accounting import Attempt, PartialVectors, Usage
 from pulse_ai.catalog import Capability, ModelSpec
-from pulse_ai.errors import InputError, MalformedResponseError, ProviderError
-from pulse_ai.tokens import estimate_tokens
+from pulse_ai.errors import InputError, MalformedResponseError, ProviderError, PulseAIError
+from pulse_ai.redaction import install_log_redaction, register_secrets
+from pulse_ai.streams import GenerationStream
+from pulse_ai.tokens import estimate_many, estimate_tokens
 from pulse_ai.types import (
     EmbeddingResult,
     GenerationParams,
     GenerationResult,
     Message,
-    Usage,
     Vectors,
     normalise_messages,
     validate_texts,
@@ -39,14 +42,19 @@ __all__ = [
     "plan_batches",
 ]
 
+# A unit-length space tolerates float32 rounding and base64 transport, not a different scale.
+UNIT_NORM_TOLERANCE = 1e-2
+
 
 @dataclass(frozen=True)
 class BatchEmbedding:
-    """What one request returned: vectors in request order and the tokens it consumed."""
+    """What one request returned: vectors in request order and the tokens it consumed.
+    ``estimated``: the provider did not report the tokens; they are our estimate."""
 
     vectors: Vectors
     input_tokens: int
     truncated: int = 0
+    estimated: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,7 +69,10 @@ class HealthStatus:
 class Provider(ABC):
     """A configured provider: its credentials, client and concurrency bound.
 
-    Capabilities are the subclasses below; a provider class inherits the ones it serves.
+    Capabilities are the subclasses below; a provider class inherits the ones it serves. Resources
+    that belong to an event loop (the concurrency semaphore, an SDK client) are made per loop: a
+    provider used again after its loop closed (a second ``asyncio.run``) starts afresh; one used
+    from two running loops at once is refused with a clear error.
     """
 
     type_name: ClassVar[str]
@@ -70,16 +81,41 @@ class Provider(ABC):
         self.name = name
         self.config = config
         self.models = {spec.name: spec for spec in models}
-        self._semaphore = asyncio.Semaphore(config.max_concurrency)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+        register_secrets(self.secrets())
+        install_log_redaction()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, models={sorted(self.models)})"
+
+    def secrets(self) -> list[str]:
+        """Values that must never appear in a log line or an error message."""
+        return []
 
     def model(self, name: str) -> ModelSpec:
         try:
             return self.models[name]
         except KeyError:
             raise InputError(f"provider {self.name!r} has no model {name!r}") from None
+
+    @property
+    def slots(self) -> asyncio.Semaphore:
+        """The concurrency bound of the running event loop."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._semaphore is None:
+            if self._loop is not None and self._loop is not loop and self._loop.is_running():
+                raise PulseAIError(
+                    f"provider {self.name!r} is in use by another running event loop; use one PulseAI "
+                    "per event loop (or per thread)"
+                )
+            self._loop = loop
+            self._semaphore = asyncio.Semaphore(self.config.max_concurrency)
+            self.on_new_loop()
+        return self._semaphore
+
+    def on_new_loop(self) -> None:  # noqa: B027 - optional hook
+        """Drop resources bound to a previous (closed) event loop."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release clients and connections."""
@@ -101,7 +137,12 @@ class EmbeddingProvider(Provider):
 
     async def embed(self, texts: Sequence[str], model: ModelSpec) -> EmbeddingResult:
         """Embed any number of texts: checked, packed into requests by the model's limits, run with
-        bounded concurrency, and reassembled in input order. A failed request fails the call."""
+        bounded concurrency, and reassembled in input order.
+
+        When some requests fail, the error carries what the others returned (``partial``), what they
+        consumed (``usage``) and the inputs that got nothing (``failed_inputs``): the router sends
+        only those on to the next candidate.
+        """
         if not model.supports(Capability.EMBEDDING):
             raise InputError(f"{model.ref} is not an embedding model")
         checked = validate_texts(texts)
@@ -109,7 +150,7 @@ class EmbeddingProvider(Provider):
         if not checked:
             return EmbeddingResult(np.zeros((0, dims), np.float32), model.ref, model.vector_space, Usage())
         needs_estimate = not self.truncates_long_inputs or model.max_tokens_per_request is not None
-        token_counts = [estimate_tokens(text) for text in checked] if needs_estimate else [1] * len(checked)
+        token_counts = await estimate_many(checked) if needs_estimate else [1] * len(checked)
         if not self.truncates_long_inputs:
             for index, count in enumerate(token_counts):
                 if count > model.max_input_tokens:
@@ -130,60 +171,58 @@ class EmbeddingProvider(Provider):
                 first_error = first_error or outcome
             elif isinstance(outcome, BaseException):
                 raise outcome
+        served = [
+            (span, part) for span, part in zip(batches, outcomes, strict=True) if isinstance(part, BatchEmbedding)
+        ]
+        usage = Usage.total(
+            [Usage(part.input_tokens, 0, 1, model.cost_usd(part.input_tokens), part.estimated) for _, part in served]
+        )
         if first_error is not None:
             first_error.failed_inputs = tuple(failed)
+            first_error.usage = usage
+            if served:
+                first_error.partial = PartialVectors(
+                    np.concatenate([np.arange(start, end) for (start, end), _ in served]).astype(np.int64),
+                    np.concatenate([part.vectors for _, part in served]),
+                )
             raise first_error
-        parts = [outcome for outcome in outcomes if isinstance(outcome, BatchEmbedding)]
-        tokens = sum(part.input_tokens for part in parts)
-        usage = Usage(input_tokens=tokens, requests=len(parts), cost_usd=model.cost_usd(tokens))
         return EmbeddingResult(
-            vectors=np.concatenate([part.vectors for part in parts]),
+            vectors=np.concatenate([part.vectors for _, part in served]),
             model=model.ref,
             vector_space=model.vector_space,
             usage=usage,
-            truncated=sum(part.truncated for part in parts),
+            truncated=sum(part.truncated for _, part in served),
         )
 
     async def _run_batch(self, texts: list[str], model: ModelSpec) -> BatchEmbedding:
-        async with self._semaphore:
+        async with self.slots:
             batch = await self.embed_batch(texts, model)
         vectors = np.asarray(batch.vectors, dtype=np.float32)
-        problem = None
-        if vectors.ndim != 2 or vectors.shape[0] != len(texts):
-            problem = f"returned {vectors.shape[0] if vectors.ndim else 0} vectors for {len(texts)} inputs"
-        elif vectors.shape[1] != model.dimensions:
-            problem = f"returned vectors of {vectors.shape[1]} dimensions; {model.dimensions} expected"
-        elif not np.isfinite(vectors).all():
-            problem = "returned a vector with NaN or infinite values"
+        problem = check_vectors(vectors, len(texts), model)
         if problem:
             raise MalformedResponseError(problem, provider=self.name, model=model.name)
-        return BatchEmbedding(vectors, batch.input_tokens, batch.truncated)
+        return BatchEmbedding(vectors, batch.input_tokens, batch.truncated, batch.estimated)
 
 
-class GenerationStream:
-    """Async iterator of text deltas; once exhausted, ``result`` holds the whole answer and usage."""
-
-    def __init__(self, chunks: AsyncIterator[str | GenerationResult]) -> None:
-        self._chunks = chunks
-        self._parts: list[str] = []
-        self.result: GenerationResult | None = None
-
-    def __aiter__(self) -> GenerationStream:
-        return self
-
-    async def __anext__(self) -> str:
-        async for chunk in self._chunks:
-            if isinstance(chunk, GenerationResult):
-                self.result = chunk
-                continue
-            self._parts.append(chunk)
-            return chunk
-        raise StopAsyncIteration
-
-    async def aclose(self) -> None:
-        closer = getattr(self._chunks, "aclose", None)
-        if closer is not None:
-            await closer()
+def check_vectors(vectors: Vectors, count: int, model: ModelSpec) -> str | None:
+    """What is wrong with a provider's vectors for ``count`` inputs, or None: a wrong count or size,
+    a NaN, an all-zero row, or (in a unit-length space) a row whose norm is not 1."""
+    if vectors.ndim != 2 or vectors.shape[0] != count:
+        return f"returned {vectors.shape[0] if vectors.ndim else 0} vectors for {count} inputs"
+    if vectors.shape[1] != model.dimensions:
+        return f"returned vectors of {vectors.shape[1]} dimensions; {model.dimensions} expected"
+    if not np.isfinite(vectors).all():
+        return "returned a vector with NaN or infinite values"
+    norms = np.linalg.norm(vectors, axis=1)
+    zero = np.flatnonzero(norms == 0)
+    if zero.size:
+        return f"returned an all-zero vector (input {int(zero[0])} of the request)"
+    if model.normalized:
+        off = np.flatnonzero(np.abs(norms - 1.0) > UNIT_NORM_TOLERANCE)
+        if off.size:
+            index = int(off[0])
+            return f"returned a vector of norm {norms[index]:.4f} (input {index}) in a unit-length space"
+    return None
 
 
 class GenerationProvider(Provider):
@@ -197,7 +236,8 @@ class GenerationProvider(Provider):
     def stream_text(
         self, messages: list[Message], params: GenerationParams, model: ModelSpec
     ) -> AsyncIterator[str | GenerationResult]:
-        """Yield text deltas, then one final GenerationResult with the usage."""
+        """Yield text deltas, then one final GenerationResult with the usage. Closing the iterator
+        early must close the underlying connection."""
 
     async def generate(
         self,
@@ -206,7 +246,7 @@ class GenerationProvider(Provider):
         params: GenerationParams | None = None,
     ) -> GenerationResult:
         checked = self._check(messages, model)
-        async with self._semaphore:
+        async with self.slots:
             return await self.complete(checked, params or GenerationParams(), model)
 
     def stream(
@@ -215,14 +255,47 @@ class GenerationProvider(Provider):
         model: ModelSpec,
         params: GenerationParams | None = None,
     ) -> GenerationStream:
+        """A stream that holds one concurrency slot from its first read until it ends or is closed."""
         checked = self._check(messages, model)
+        params = params or GenerationParams()
+        started = time.perf_counter()
+        sent = False
 
         async def bounded() -> AsyncIterator[str | GenerationResult]:
-            async with self._semaphore:
-                async for chunk in self.stream_text(checked, params or GenerationParams(), model):
-                    yield chunk
+            nonlocal sent
+            async with self.slots:
+                source = self.stream_text(checked, params, model)
+                sent = True
+                try:
+                    async for chunk in source:
+                        yield chunk
+                finally:
+                    await source.aclose()  # type: ignore[attr-defined]
 
-        return GenerationStream(bounded())
+        def attempts_of(stream: GenerationStream) -> tuple[Attempt, ...]:
+            latency = (time.perf_counter() - started) * 1000
+            outcome = stream.outcome or "abandoned"
+            if stream.result is not None and outcome == "ok":
+                usage = stream.result.usage
+            elif not sent or (stream.error is not None and not stream.text):
+                usage = Usage(requests=1 if sent else 0)  # refused before anything was generated
+            else:
+                # unfinished: what was sent and what was received, estimated (the provider did not say)
+                prompt = sum(estimate_tokens(m.content) for m in checked)
+                output = estimate_tokens(stream.text) if stream.text else 0
+                usage = Usage(prompt, output, 1, model.cost_usd(prompt, output), estimated=True)
+            return (
+                Attempt(
+                    model.ref,
+                    usage,
+                    latency,
+                    outcome,
+                    stream.error if isinstance(stream.error, PulseAIError) else None,
+                    model.price_table_version,
+                ),
+            )
+
+        return GenerationStream(bounded(), attempts_of)
 
     @staticmethod
     def _check(messages: str | Sequence[Message | dict[str, str]], model: ModelSpec) -> list[Message]:

@@ -6,7 +6,6 @@ none; ``headers`` are sent with every request.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import openai
@@ -25,7 +24,7 @@ class CustomGatewayProvider(OpenAICompatibleProvider):
     type_name = "custom_gateway"
     config: CustomGatewayConfig
 
-    def make_client(self) -> openai.AsyncOpenAI:
+    def make_client(self, http: Any) -> openai.AsyncOpenAI:
         headers = {name: value.get_secret_value() for name, value in self.config.headers.items()}
         if self.config.api_key is not None:
             key = self.config.api_key.get_secret_value()
@@ -34,6 +33,7 @@ class CustomGatewayProvider(OpenAICompatibleProvider):
             api_key=_NO_KEY,
             base_url=self.config.base_url,
             default_headers=headers,
+            http_client=http,
             timeout=self.config.timeout,
             max_retries=self.config.max_retries,
         )
@@ -43,6 +43,5 @@ class CustomGatewayProvider(OpenAICompatibleProvider):
         uses_authorization = self.config.api_key is not None and self.config.auth_header.lower() == "authorization"
         return None if uses_authorization else {"Authorization": openai.Omit()}
 
-    def secrets(self) -> Iterable[str]:
-        yield from super().secrets()
-        yield from (value.get_secret_value() for value in self.config.headers.values())
+    def secrets(self) -> list[str]:
+        return [*super().secrets(), *(value.get_secret_value() for value in self.config.headers.values())]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -20,11 +19,8 @@ if TYPE_CHECKING:
 
 __all__ = ["SentenceTransformersProvider", "load_sentence_transformer", "resolve_model_path"]
 
-# The bundled model resolves offline; nothing here may reach the Hugging Face hub.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-
+# The bundled model resolves offline: models load with local_files_only=True, so nothing here
+# reaches the Hugging Face hub, and the host's environment is left as it is.
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
 # Batches are cut by tokens, not by count: a CPU is fastest with small matrices that stay in cache
 # (measured on 2 cores: ~1,024 tokens a batch encoded short texts 24% and mixed ones 4-10% faster

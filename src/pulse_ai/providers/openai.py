@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import openai
 
 from pulse_ai.config import OpenAIConfig
@@ -14,8 +16,9 @@ class OpenAIProvider(OpenAICompatibleProvider):
     type_name = "openai"
     config: OpenAIConfig
 
-    def make_client(self) -> openai.AsyncOpenAI:
+    def make_client(self, http: Any) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(
+            http_client=http,
             api_key=self.config.api_key.get_secret_value(),
             base_url=self.config.base_url,
             organization=self.config.organization,

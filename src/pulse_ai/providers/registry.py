@@ -12,12 +12,13 @@ from pulse_ai.providers.base import Provider
 from pulse_ai.providers.gateway import CustomGatewayProvider
 from pulse_ai.providers.local import SentenceTransformersProvider
 from pulse_ai.providers.openai import OpenAIProvider
+from pulse_ai.testing import FakeProvider
 
 __all__ = ["PROVIDER_TYPES", "create_provider"]
 
 PROVIDER_TYPES: dict[str, type[Provider]] = {
     cls.type_name: cls
-    for cls in (SentenceTransformersProvider, OpenAIProvider, AzureOpenAIProvider, CustomGatewayProvider)
+    for cls in (SentenceTransformersProvider, OpenAIProvider, AzureOpenAIProvider, CustomGatewayProvider, FakeProvider)
 }
 
 
