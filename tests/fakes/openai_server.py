@@ -27,6 +27,28 @@ from starlette.routing import Route
 
 __all__ = ["FakeOpenAIServer", "Fault", "RecordedRequest", "fake_vector"]
 
+# Request headers that carry no credentials (everything else is echoed by the echo faults).
+_PLAIN_HEADERS = {
+    "host",
+    "accept",
+    "accept-encoding",
+    "connection",
+    "content-length",
+    "content-type",
+    "user-agent",
+    "x-stainless-arch",
+    "x-stainless-async",
+    "x-stainless-lang",
+    "x-stainless-os",
+    "x-stainless-package-version",
+    "x-stainless-runtime",
+    "x-stainless-runtime-version",
+    "x-stainless-retry-count",
+    "x-stainless-read-timeout",
+    "x-stainless-timeout",
+    "idempotency-key",
+}
+
 
 @dataclass(frozen=True)
 class Fault:
@@ -37,6 +59,7 @@ class Fault:
     retry_after: float | None = None
     delay: float = 0.0
     message: str | None = None
+    value: Any = None
 
     @classmethod
     def http(cls, status: int, retry_after: float | None = None, message: str | None = None) -> Fault:
@@ -71,6 +94,50 @@ class Fault:
     @classmethod
     def wrong_dimension(cls) -> Fault:
         return cls("wrong_dim")
+
+    @classmethod
+    def echo_key(cls) -> Fault:
+        """A 401 whose error message and headers echo the credentials the request carried."""
+        return cls("echo_key", status=401)
+
+    @classmethod
+    def echo_key_header(cls) -> Fault:
+        """A good answer with a response header that echoes the request's credentials."""
+        return cls("echo_key_header")
+
+    @classmethod
+    def redirect(cls, location: str, status: int = 307) -> Fault:
+        return cls("redirect", status=status, message=location)
+
+    @classmethod
+    def trickle(cls, seconds: float, pieces: int = 20) -> Fault:
+        """A good answer whose body arrives in ``pieces`` over ``seconds``."""
+        return cls("trickle", delay=seconds, value=pieces)
+
+    @classmethod
+    def cut_stream(cls, after: int | None = None) -> Fault:
+        """A stream that ends cleanly after ``after`` deltas (default: all of them), with no
+        finish_reason, no usage and no [DONE]."""
+        return cls("cut_stream", value=after)
+
+    @classmethod
+    def usage(cls, value: Any) -> Fault:
+        """A good answer whose `usage` is ``value`` (``"missing"`` drops the key)."""
+        return cls("usage", value=value)
+
+    @classmethod
+    def zero_vector(cls) -> Fault:
+        return cls("zero_vector")
+
+    @classmethod
+    def scaled(cls, factor: float) -> Fault:
+        """Vectors multiplied by ``factor`` (not unit length)."""
+        return cls("scaled", value=factor)
+
+    @classmethod
+    def slow_stream(cls, delay: float) -> Fault:
+        """A stream that waits ``delay`` seconds between deltas."""
+        return cls("slow_stream", delay=delay)
 
 
 @dataclass
@@ -109,6 +176,7 @@ class FakeOpenAIServer:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
+        self.open_streams = 0  # streamed answers still being sent
 
     # ---- control -------------------------------------------------------------------------
     @property
@@ -218,9 +286,15 @@ class FakeOpenAIServer:
         return recorded, fault
 
     @staticmethod
-    def _fault_response(fault: Fault | None) -> Response | None:
+    def _fault_response(fault: Fault | None, recorded: RecordedRequest | None = None) -> Response | None:
         if fault is None:
             return None
+        if fault.kind == "echo_key" and recorded is not None:
+            creds = " ".join(f"{k}={v}" for k, v in recorded.headers.items() if k not in _PLAIN_HEADERS)
+            body = {"error": {"message": f"Incorrect API key provided: {creds}", "type": "invalid_api_key"}}
+            return JSONResponse(body, status_code=401, headers={"x-echo": creds[:200]})
+        if fault.kind == "redirect":
+            return Response(status_code=fault.status, headers={"location": fault.message or "/"})
         if fault.kind == "status":
             headers = {"retry-after": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
             code = {429: "rate_limit_exceeded", 401: "invalid_api_key"}.get(fault.status, "error")
@@ -233,7 +307,7 @@ class FakeOpenAIServer:
 
     async def _embeddings(self, request: Request) -> Response:
         recorded, fault = await self._record(request)
-        failure = self._fault_response(fault)
+        failure = self._fault_response(fault, recorded)
         if failure is not None:
             return failure
         body = recorded.body
@@ -247,21 +321,47 @@ class FakeOpenAIServer:
         data = []
         for index, text in enumerate(inputs):
             vector = fake_vector(text, dims)
+            if fault is not None and fault.kind == "zero_vector" and index == 0:
+                vector = np.zeros(dims, np.float32)
+            if fault is not None and fault.kind == "scaled":
+                vector = (vector * float(fault.value)).astype(np.float32)
             encoded: Any = base64.b64encode(vector.tobytes()).decode() if as_base64 else vector.tolist()
             data.append({"object": "embedding", "index": index, "embedding": encoded})
         tokens = sum(len(text.split()) for text in inputs)
-        return JSONResponse(
-            {
-                "object": "list",
-                "data": data,
-                "model": body["model"],
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            }
-        )
+        payload: dict[str, Any] = {
+            "object": "list",
+            "data": data,
+            "model": body["model"],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return self._answer(payload, fault, recorded)
+
+    def _answer(self, payload: dict[str, Any], fault: Fault | None, recorded: RecordedRequest) -> Response:
+        """A JSON answer, with the answer-shaping faults applied."""
+        if fault is not None and fault.kind == "usage":
+            if fault.value == "missing":
+                payload.pop("usage", None)
+            else:
+                payload["usage"] = fault.value
+        headers: dict[str, str] = {}
+        if fault is not None and fault.kind == "echo_key_header":
+            headers["x-echo"] = " ".join(v for k, v in recorded.headers.items() if k not in _PLAIN_HEADERS)
+        if fault is not None and fault.kind == "trickle":
+            raw = json.dumps(payload).encode()
+            pieces = int(fault.value)
+            size = max(1, len(raw) // pieces + 1)
+
+            async def slowly() -> Any:
+                for start in range(0, len(raw), size):
+                    await asyncio.sleep(fault.delay / pieces)
+                    yield raw[start : start + size]
+
+            return StreamingResponse(slowly(), media_type="application/json", headers=headers)
+        return JSONResponse(payload, headers=headers)
 
     async def _chat(self, request: Request) -> Response:
         recorded, fault = await self._record(request)
-        failure = self._fault_response(fault)
+        failure = self._fault_response(fault, recorded)
         if failure is not None:
             return failure
         body = recorded.body
@@ -280,24 +380,44 @@ class FakeOpenAIServer:
                 "message": {"role": "assistant", "content": reply},
                 "finish_reason": "stop",
             }
-            return JSONResponse({**base, "object": "chat.completion", "choices": [choice], "usage": usage})
+            return self._answer(
+                {**base, "object": "chat.completion", "choices": [choice], "usage": usage}, fault, recorded
+            )
 
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
         async def events() -> Any:
             words = reply.split(" ")
+            if fault is not None and fault.kind == "cut_stream" and fault.value is not None:
+                words = words[: int(fault.value)]
             for i, word in enumerate(words):
+                if fault is not None and fault.kind == "slow_stream":
+                    await asyncio.sleep(fault.delay)
                 delta = {"content": word if i == 0 else f" {word}"}
                 choice = {"index": 0, "delta": delta, "finish_reason": None}
                 yield f"data: {json.dumps({**base, 'object': 'chat.completion.chunk', 'choices': [choice]})}\n\n"
+            if fault is not None and fault.kind == "cut_stream":
+                return  # ends cleanly: no finish_reason, no usage, no [DONE]
             last = {"index": 0, "delta": {}, "finish_reason": "stop"}
             yield f"data: {json.dumps({**base, 'object': 'chat.completion.chunk', 'choices': [last]})}\n\n"
             if include_usage:
-                chunk = {**base, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+                final_usage: Any = usage
+                if fault is not None and fault.kind == "usage":
+                    final_usage = None if fault.value == "missing" else fault.value
+                chunk = {**base, "object": "chat.completion.chunk", "choices": [], "usage": final_usage}
                 yield f"data: {json.dumps(chunk)}\n\n"
             yield "data: [DONE]\n\n"
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        self.open_streams += 1
+
+        async def counted() -> Any:
+            try:
+                async for event in events():
+                    yield event
+            finally:
+                self.open_streams -= 1
+
+        return StreamingResponse(counted(), media_type="text/event-stream")
 
     async def _models(self, request: Request) -> Response:
         _, fault = await self._record(request)

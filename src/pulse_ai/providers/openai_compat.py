@@ -12,6 +12,7 @@ not chained (the SDK's exception holds the response body, which may echo a key).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -65,9 +66,9 @@ class OpenAICompatibleProvider(EmbeddingProvider, GenerationProvider):
         self._client = None
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.close()
+        client, self._client = self._client, None
+        if client is not None and self._loop is asyncio.get_running_loop():
+            await client.close()  # a client of a loop that is gone has nothing left to close
 
     async def _call(self, model: ModelSpec, call: Callable[[], Awaitable[T]]) -> T:
         """Run one SDK call; its failure becomes a pulse-ai error with no SDK exception attached."""
@@ -117,10 +118,6 @@ class OpenAICompatibleProvider(EmbeddingProvider, GenerationProvider):
             text = choice.message.content or ""
             if not isinstance(text, str):
                 raise TypeError("the message content is not text")
-            if not choice.finish_reason:
-                raise MalformedResponseError(
-                    "the answer has no finish reason (it may be cut off)", provider=self.name, model=model.name
-                )
             input_tokens, output_tokens, estimated = read_usage(
                 response.usage, lambda: sum(estimate_tokens(m.content) for m in messages), lambda: estimate_tokens(text)
             )
