@@ -235,7 +235,7 @@ def test_two_running_loops_at_once_are_refused_clearly(fake: FakeOpenAIServer) -
 
         try:
             asyncio.run(call())
-        except BaseException as error:  # noqa: BLE001 - collected for the assertion
+        except BaseException as error:
             errors.append(error)
 
     thread = threading.Thread(target=in_thread)
