@@ -59,10 +59,12 @@ class Usage:
 class Attempt:
     """One call to one model (``provider/model``) inside a request, and how it ended.
 
-    ``outcome`` is ``ok``, ``abandoned`` (a stream the consumer left), ``cancelled``, or the error
-    kind (``rate_limited``, ``timeout``, ``unavailable``, ``malformed``, ``bad_request``,
-    ``authentication``, ``error``). ``inputs`` is how many inputs the attempt carried and ``served``
-    how many it answered (an embedding attempt may serve some of its requests and fail others).
+    ``outcome`` is ``ok``, ``cached`` (served from a cache: ``avoided_usd`` is what the provider
+    call would have cost, ``cache_level`` which cache), ``abandoned`` (a stream the consumer left),
+    ``cancelled``, or the error kind (``rate_limited``, ``timeout``, ``unavailable``, ``malformed``,
+    ``bad_request``, ``authentication``, ``error``). ``inputs`` is how many inputs the attempt
+    carried and ``served`` how many it answered (an embedding attempt may serve some of its requests
+    and fail others).
     """
 
     model: str
@@ -73,6 +75,8 @@ class Attempt:
     price_table_version: str = ""
     inputs: int = 0
     served: int = 0
+    avoided_usd: Decimal = ZERO_USD
+    cache_level: str | None = None
 
     @property
     def provider(self) -> str:
@@ -85,7 +89,8 @@ class Attempt:
 
     @property
     def ok(self) -> bool:
-        return self.outcome == "ok"
+        """Served: by the provider, or from a cache."""
+        return self.outcome in ("ok", "cached")
 
 
 @dataclass(frozen=True)
