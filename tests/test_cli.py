@@ -62,7 +62,20 @@ def test_config_validate_reports_every_bad_file_on_one_line(tmp_path: Path, kind
     assert isinstance(result.exception, SystemExit), result.exception  # not an escaped traceback
     lines = result.output.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: "), result.output
+    assert "internal error" not in result.output  # diagnosed, not caught by the safety net
     assert "sk-hidden-777" not in result.output and "777" * 3 not in result.output
+
+
+def test_config_validate_never_shows_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(path: Path) -> None:
+        raise ValueError("invalid literal for int() with base 10: 'sk-hidden-777'")
+
+    monkeypatch.setattr("pulse_ai.cli.load_config", broken)
+    result = runner.invoke(app, ["config", "validate", str(tmp_path / "any.yaml")])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.output.splitlines() == [
+        f"error: {tmp_path / 'any.yaml'}: internal error while checking it (ValueError); please report it"
+    ]
 
 
 def test_demo_embeds_indexes_and_searches_two_tenants(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
