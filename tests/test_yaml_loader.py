@@ -72,6 +72,16 @@ def test_an_alias_bomb_fails_fast_before_interpolation(levels: int, fanout: int)
     assert "conf.yaml" in message and ("alias" in message or "expand" in message)
 
 
+def test_a_long_string_repeated_by_aliases_is_bounded_too() -> None:
+    text = _provider() + "big: &big '" + "}$" * 100_000 + "'\nmany: [" + ", ".join(["*big"] * 60) + "]\n"
+    assert len(text) < 256 * 1024
+    started = time.perf_counter()
+    with _deadline(20):
+        message = _refused(text)
+    assert time.perf_counter() - started < 1.0
+    assert "many[" in message and "expands to more than" in message
+
+
 def test_a_recursive_alias_is_refused() -> None:
     message = _refused(_provider() + "loop: &loop [*loop]\n")
     assert "loop" in message and "recursive" in message

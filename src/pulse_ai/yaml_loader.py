@@ -1,13 +1,13 @@
 """Safe, bounded YAML loading and ``${VAR}`` interpolation, under the configuration models.
 
 A configuration is a few KiB, so everything a file could make us do is bounded before it is done:
-its size (``MAX_BYTES``), its nesting (``MAX_DEPTH``), its aliases (``MAX_ALIASES``) and the number of
-nodes it expands to once aliases are followed (``MAX_NODES``). An alias bomb of a few hundred bytes is
-refused after composing a few dozen nodes, before anything walks the expanded tree. A key repeated in
-a mapping is refused (YAML would silently keep the last one). Every problem is a :class:`ConfigError`
-naming the file, the key path where there is one and the line; none quotes a value, since a value may
-be a secret (a quoted fragment of YAML's own messages is replaced by ``'…'`` unless it is one
-character or a token name such as ``'<stream end>'``).
+its size (``MAX_BYTES``), its nesting (``MAX_DEPTH``), its aliases (``MAX_ALIASES``) and what it
+expands to once aliases are followed (``MAX_NODES`` nodes, ``MAX_EXPANDED_CHARS`` characters). An
+alias bomb of a few hundred bytes is refused after composing a few dozen nodes, before anything walks
+the expanded tree. A key repeated in a mapping is refused (YAML would silently keep the last one).
+Every problem is a :class:`ConfigError` naming the file, the key path where there is one and the line;
+none quotes a value, since a value may be a secret (a quoted fragment of YAML's own messages is
+replaced by ``'…'`` unless it is one character or a token name such as ``'<stream end>'``).
 
 Interpolation: ``${VAR}``, ``${VAR:-default}`` where the default may itself hold references
 (``${A:-${B:-x}}``), and ``$${`` for a literal ``${``. A variable's value is inserted as it is, never
@@ -34,6 +34,7 @@ __all__ = [
     "MAX_ALIASES",
     "MAX_BYTES",
     "MAX_DEPTH",
+    "MAX_EXPANDED_CHARS",
     "MAX_NESTED_VARIABLES",
     "MAX_NODES",
     "interpolate",
@@ -46,6 +47,7 @@ MAX_BYTES = 256 * 1024
 MAX_DEPTH = 32
 MAX_ALIASES = 64
 MAX_NODES = 20_000
+MAX_EXPANDED_CHARS = 4 * MAX_BYTES
 MAX_NESTED_VARIABLES = 8
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -117,6 +119,7 @@ class _BoundedLoader(yaml.SafeLoader):
         self._aliases = 0
         self._composed = 0
         self._expanded = 0
+        self._expanded_chars = 0
 
     # Composition: depth, aliases and nodes are counted as the document is read.
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
@@ -162,6 +165,10 @@ class _BoundedLoader(yaml.SafeLoader):
         if depth > MAX_DEPTH:
             self._fail(f"nested deeper than {MAX_DEPTH} levels (through aliases)", path, node.start_mark)
         if isinstance(node, ScalarNode):
+            self._expanded_chars += len(node.value)
+            if self._expanded_chars > MAX_EXPANDED_CHARS:
+                limit = f"{MAX_EXPANDED_CHARS // 1024} KiB"
+                self._fail(f"the document expands to more than {limit} of text through aliases", path, None)
             return
         if id(node) in ancestors:
             self._fail("a recursive alias: a node that contains itself", path, node.start_mark)
@@ -253,7 +260,8 @@ class _Variable:
 
 
 _Parts = tuple[str | _Variable, ...]
-_TOKEN = re.compile(r"\$\$\{|\$\{|\}")
+_REFERENCE = re.compile(r"\$\$?\{")  # outside any `${...}`, a `}` is plain text
+_REFERENCE_OR_END = re.compile(r"\$\$?\{|\}")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -283,32 +291,29 @@ def _parse(text: str, start: int, depth: int, fail: Callable[[str], NoReturn]) -
     """Parts from ``start`` to the end of the text, or (inside a default) to its unmatched ``}``."""
     parts: list[str | _Variable] = []
     literal: list[str] = []
+
+    def flush() -> None:
+        if any(literal):
+            parts.append("".join(literal))
+        literal.clear()
+
+    pattern = _REFERENCE_OR_END if depth > 0 else _REFERENCE
     index = start
-    while True:
-        token = _TOKEN.search(text, index)
-        if token is None:
-            literal.append(text[index:])
-            index = len(text)
-            break
+    while (token := pattern.search(text, index)) is not None:
         literal.append(text[index : token.start()])
-        if token.group() == "}":
-            if depth > 0:  # the end of the enclosing default: the caller consumes it
-                index = token.start()
-                break
-            literal.append("}")
-        elif token.group() == "$${":
+        if token.group() == "}":  # the end of the enclosing default: the caller consumes it
+            flush()
+            return tuple(parts), token.start()
+        if token.group() == "$${":
             literal.append("${")
+            index = token.end()
         else:
-            if literal:
-                parts.append("".join(literal))
-                literal = []
+            flush()
             variable, index = _parse_variable(text, token.start(), depth + 1, fail)
             parts.append(variable)
-            continue
-        index = token.end()
-    if literal and "".join(literal):
-        parts.append("".join(literal))
-    return tuple(parts), index
+    literal.append(text[index:])
+    flush()
+    return tuple(parts), len(text)
 
 
 def _parse_variable(text: str, opened: int, depth: int, fail: Callable[[str], NoReturn]) -> tuple[_Variable, int]:
