@@ -30,6 +30,54 @@ def test_config_validate_refuses_a_bad_file_with_its_path(tmp_path: Path) -> Non
     assert "sk-hidden-777" not in result.output
 
 
+BAD_FILES: dict[str, bytes] = {
+    "deep-sequences": b"a: " + b"[" * 5000 + b"]" * 5000 + b"\n",
+    "deep-mappings": b"".join(b"  " * depth + b"k%d:\n" % depth for depth in range(500)) + b"  " * 500 + b"x\n",
+    "latin-1": "providers:\n  oa: {type: openai, api_key: sk-hidden-777, models: [{name: café}]}\n".encode("latin-1"),
+    "utf-16": "providers: {}\n".encode("utf-16"),
+    "alias-bomb": b"a: &a [x, x, x, x, x, x, x, x, x]\n"
+    + b"".join(b"%c: &%c [%s]\n" % (ord(c), ord(c), b", ".join([b"*" + bytes([ord(c) - 1])] * 9)) for c in "bcdefghi"),
+    "duplicate-keys": b"providers:\n  oa: {type: openai, api_key: sk-hidden-777, models: [{name: gpt-4o}]}\n"
+    b"  oa: {type: openai, api_key: sk-hidden-777, models: [{name: gpt-4o}]}\n",
+    "syntax": b"providers: [unclosed\n",
+    "control-character": b"providers: {oa: \x07}\n",
+    "tag": b"providers:\n  oa: {type: openai, api_key: !sk-hidden-777, models: [{name: gpt-4o}]}\n",
+    "int-tag": b"providers:\n  oa: {type: openai, api_key: k, max_retries: !!int sk-hidden-777, models: [{name: x}]}\n",
+    "huge-int": b"version: " + b"7" * 5000 + b"\n",
+    "unterminated-variable": b"providers:\n  oa: {type: openai, api_key: 'sk-hidden-777${X', models: [{name: x}]}\n",
+    "empty": b"",
+    "directory": b"",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_FILES))
+def test_config_validate_reports_every_bad_file_on_one_line(tmp_path: Path, kind: str) -> None:
+    bad = tmp_path / f"{kind}.yaml"
+    if kind == "directory":
+        bad.mkdir()
+    else:
+        bad.write_bytes(BAD_FILES[kind])
+    result = runner.invoke(app, ["config", "validate", str(bad)])
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit), result.exception  # not an escaped traceback
+    lines = result.output.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: "), result.output
+    assert "internal error" not in result.output  # diagnosed, not caught by the safety net
+    assert "sk-hidden-777" not in result.output and "777" * 3 not in result.output
+
+
+def test_config_validate_never_shows_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(path: Path) -> None:
+        raise ValueError("invalid literal for int() with base 10: 'sk-hidden-777'")
+
+    monkeypatch.setattr("pulse_ai.cli.load_config", broken)
+    result = runner.invoke(app, ["config", "validate", str(tmp_path / "any.yaml")])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.output.splitlines() == [
+        f"error: {tmp_path / 'any.yaml'}: internal error while checking it (ValueError); please report it"
+    ]
+
+
 def test_demo_embeds_indexes_and_searches_two_tenants(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # the default store lives in ./data/vectors
     first = runner.invoke(app, ["demo"])

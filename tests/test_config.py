@@ -196,3 +196,185 @@ async def test_open_vector_store_builds_the_configured_backend(tmp_path: Path) -
     store = open_vector_store(server.config.vector_store)
     assert isinstance(store, QdrantServerStore) and store.layout.value == "per_tenant_table"
     await store.close()
+
+
+# --- numbers: no inf/nan, booleans are not numbers ----------------------------------------------------------
+
+
+def _openai(extra: str = "", model: str = "") -> str:
+    return f"providers:\n  oa: {{type: openai, api_key: k, {extra}models: [{{name: gpt-4o-mini{model}}}]}}\n"
+
+
+PIPELINE = "pipelines:\n  p: {{kind: generation, candidates: [oa/gpt-4o-mini], {extra}}}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        (_openai(extra="timeout: .inf, "), "providers.oa.timeout"),
+        (_openai(extra="timeout: .nan, "), "providers.oa.timeout"),
+        (_openai(extra="timeout: 1e999, "), "providers.oa.timeout"),
+        (_openai(extra="") + PIPELINE.format(extra="breaker: {cooldown_seconds: .inf}"), "cooldown_seconds"),
+        (_openai(model=", input_price_per_million: .inf"), "providers.oa.models[0].input_price_per_million"),
+    ],
+)
+def test_infinite_and_nan_numbers_are_refused(text: str, path: str) -> None:
+    with pytest.raises(ConfigError, match="finite") as info:
+        load_config_text(text)
+    assert path in str(info.value)
+
+
+def test_an_infinite_number_from_the_environment_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"providers\.oa\.timeout: .*finite"):
+        load_config_text(_openai(extra="timeout: '${T}', "), environ={"T": "inf"})
+    loaded = load_config_text(
+        _openai(extra="timeout: '${T}', max_concurrency: '${C}', "), environ={"T": "2.5", "C": "4"}
+    )
+    provider = loaded.config.providers["oa"]
+    assert (provider.timeout, provider.max_concurrency) == (2.5, 4)  # numbers from variables still work
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        ("version: true\n" + _openai(extra=""), "version"),
+        (_openai(extra="max_concurrency: true, "), "providers.oa.max_concurrency"),
+        (_openai(extra="max_retries: false, "), "providers.oa.max_retries"),
+        (_openai(extra="timeout: true, "), "providers.oa.timeout"),
+        (_openai(model=", max_output_tokens: true"), "providers.oa.models[0].max_output_tokens"),
+        (_openai(extra="") + PIPELINE.format(extra="breaker: {window: true}"), "pipelines.p.breaker.window"),
+        (_openai(extra="") + PIPELINE.format(extra="explore_rate: true"), "pipelines.p.explore_rate"),
+        (
+            "providers: {l: {type: sentence_transformers, batch_size: true, models: [{name: all-MiniLM-L6-v2}]}}",
+            "providers.l.batch_size",
+        ),
+    ],
+)
+def test_booleans_are_not_numbers(text: str, path: str) -> None:
+    with pytest.raises(ConfigError, match="not a boolean") as info:
+        load_config_text(text)
+    assert path in str(info.value)
+
+
+# --- secrets: not empty, sendable in an HTTP header ------------------------------------------------------------
+
+GATEWAY = """
+providers:
+  gw:
+    type: custom_gateway
+    base_url: http://127.0.0.1:8000/v1
+    {key}
+    models: [{{name: llama, capabilities: [generation], max_input_tokens: 8, input_price_per_million: 0,
+              output_price_per_million: 0}}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        (_openai(extra="").replace("api_key: k", "api_key: '${OPENAI_API_KEY:-}'"), "providers.oa.api_key"),
+        (_openai(extra="").replace("api_key: k", "api_key: ''"), "providers.oa.api_key"),
+        (
+            "providers:\n  az: {type: azure_openai, endpoint: 'https://x.openai.azure.com', api_key: '${AZ:-}',"
+            " api_version: v, models: [{name: gpt-4o-mini}]}\n",
+            "providers.az.api_key",
+        ),
+        (GATEWAY.format(key="api_key: ${GATEWAY_TOKEN:-}"), "providers.gw.api_key"),
+        (GATEWAY.format(key="headers: {X-Team: '${TEAM:-}'}"), "providers.gw.headers.X-Team"),
+    ],
+)
+def test_empty_secrets_are_refused(text: str, path: str) -> None:
+    with pytest.raises(ConfigError, match="empty") as info:
+        load_config_text(text, environ={})
+    assert path in str(info.value)
+
+
+def test_an_empty_vector_store_key_is_left_to_the_vector_store() -> None:
+    loaded = load_config_text(MINIMAL + "vector_store: {api_key: '${QDRANT_API_KEY:-}'}\n", environ={})
+    assert loaded.config.vector_store.backend == "embedded"
+
+
+@pytest.mark.parametrize(
+    ("key", "path", "value"),
+    [
+        ("api_key: sk-ünïcode-secret-55", "providers.gw.api_key", "sk-ünïcode-secret-55"),
+        ("api_key: '${TOKEN}'", "providers.gw.api_key", "sk-from-env-with-newline"),
+        ("headers: {X-Team: 'équipe-secrète-66'}", "providers.gw.headers.X-Team", "équipe-secrète-66"),
+        ("headers: {'X Team': v}", "providers.gw.headers", "X Team"),
+        ("headers: {'X-Équipe': v}", "providers.gw.headers", "X-Équipe"),
+        ("auth_header: 'X:Key'", "providers.gw.auth_header", "X:Key"),
+        ("auth_prefix: 'Bearér '", "providers.gw.auth_prefix", "Bearér"),
+    ],
+)
+def test_header_parts_an_http_request_cannot_carry_are_refused_without_the_value(
+    key: str, path: str, value: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config_text(GATEWAY.format(key=key), environ={"TOKEN": "sk-from-env-with-newline\n"})
+    message = str(info.value)
+    assert path in message and "ASCII" in message
+    if "headers: {'" not in key:  # a header's name is not a secret (and is part of the key path)
+        assert value not in message and value.strip()[:6] not in message
+
+
+def test_openai_and_azure_keys_must_be_sendable_too() -> None:
+    with pytest.raises(ConfigError, match=r"providers\.oa\.api_key: .*ASCII") as info:
+        load_config_text(_openai(extra="").replace("api_key: k", "api_key: 'sk-tab\tsecret-77'"))
+    assert "secret-77" not in str(info.value)
+
+
+# --- addresses ------------------------------------------------------------------------------------------------
+
+
+def _with_url(key: str, url: str) -> str:
+    if key == "base_url":
+        return _openai(f"base_url: '{url}', ")
+    if key == "endpoint":
+        return (
+            f"providers:\n  az: {{type: azure_openai, endpoint: '{url}', api_key: k, api_version: v,"
+            " models: [{name: gpt-4o-mini}]}\n"
+        )
+    return GATEWAY.replace("http://127.0.0.1:8000/v1", f"'{url}'").format(key="")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "localhost:8000/v1",
+        "api.openai.com/v1",
+        "ftp://example.com",
+        "http://",
+        "https:///v1",
+        "http//gateway",
+        "http://host:99999/v1",
+        "http://exa mple.com",
+        " ",
+    ],
+)
+@pytest.mark.parametrize(
+    ("key", "path"),
+    [
+        ("base_url", "providers.oa.base_url"),
+        ("endpoint", "providers.az.endpoint"),
+        ("gateway", "providers.gw.base_url"),
+    ],
+)
+def test_urls_must_be_http_with_a_host(url: str, key: str, path: str) -> None:
+    with pytest.raises(ConfigError, match="http") as info:
+        load_config_text(_with_url(key, url))
+    assert path in str(info.value)
+
+
+def test_good_urls_are_kept_as_written() -> None:
+    text = _openai(extra="base_url: 'https://user@gw.example.com:8443/v1/', ")
+    assert load_config_text(text).config.providers["oa"].base_url == "https://user@gw.example.com:8443/v1/"  # type: ignore[union-attr]
+
+
+# --- breaker --------------------------------------------------------------------------------------------------
+
+
+def test_a_breaker_that_could_never_open_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"pipelines\.p\.breaker: .*min_calls \(30\).*window \(20\)"):
+        load_config_text(_openai(extra="") + PIPELINE.format(extra="breaker: {window: 20, min_calls: 30}"))
+    ok = load_config_text(_openai(extra="") + PIPELINE.format(extra="breaker: {window: 5, min_calls: 5}"))
+    assert ok.config.pipelines["p"].breaker.min_calls == 5

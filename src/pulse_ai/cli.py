@@ -42,6 +42,11 @@ def config_validate(file: Path) -> None:
     except PulseAIError as error:
         _fail(error)
         return
+    except Exception as error:  # a loader bug: still one line, and no message that might quote a value
+        typer.echo(
+            f"error: {file}: internal error while checking it ({type(error).__name__}); please report it", err=True
+        )
+        raise typer.Exit(code=1) from None
     pipelines = ", ".join(sorted(loaded.config.pipelines)) or "none"
     typer.echo(f"{file}: valid ({len(loaded.models)} models, pipelines: {pipelines})")
 

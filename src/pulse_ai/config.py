@@ -2,7 +2,9 @@
 
 Every model is ``extra="forbid"``: an unknown key is an error that names its path. Secrets are
 ``SecretStr`` and never appear in a repr, a log line or an error message (validation errors are
-reported by key path and reason only, never with the offending value).
+reported by key path and reason only, never with the offending value). Reading the YAML (bounds,
+duplicate keys, interpolation) is :mod:`pulse_ai.yaml_loader`; the checked field types (finite
+numbers that are not booleans, sendable secrets, http(s) URLs) are :mod:`pulse_ai.config_types`.
 """
 
 from __future__ import annotations
@@ -14,13 +16,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    NonNegativeFloat,
-    PositiveFloat,
     PositiveInt,
     SecretStr,
     ValidationError,
@@ -29,8 +28,22 @@ from pydantic import (
 )
 
 from pulse_ai.catalog import Capability, Catalog, ModelSpec, Tier, default_catalog
+from pulse_ai.config_types import (
+    Count,
+    Fraction,
+    HeaderName,
+    HeaderText,
+    HttpUrl,
+    NonNegativeSeconds,
+    NotBool,
+    Price,
+    Retries,
+    Seconds,
+    Secret,
+)
 from pulse_ai.errors import ConfigError
 from pulse_ai.vectors.scope import Layout
+from pulse_ai.yaml_loader import interpolate, join_key, load_yaml, read_config_file
 
 __all__ = [
     "AzureOpenAIConfig",
@@ -53,7 +66,6 @@ __all__ = [
 ]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
 
 class _Strict(BaseModel):
@@ -66,15 +78,15 @@ class ModelConfig(_Strict):
     name: str = Field(min_length=1)
     deployment: str | None = None
     path: str | None = None
-    dimensions: PositiveInt | None = None
+    dimensions: Count | None = None
     capabilities: list[Capability] | None = None
     normalized: bool | None = None
-    max_input_tokens: PositiveInt | None = None
-    max_inputs_per_request: PositiveInt | None = None
-    max_tokens_per_request: PositiveInt | None = None
-    max_output_tokens: PositiveInt | None = None
-    input_price_per_million: NonNegativeFloat | None = None
-    output_price_per_million: NonNegativeFloat | None = None
+    max_input_tokens: Count | None = None
+    max_inputs_per_request: Count | None = None
+    max_tokens_per_request: Count | None = None
+    max_output_tokens: Count | None = None
+    input_price_per_million: Price | None = None
+    output_price_per_million: Price | None = None
     tier: Tier | None = None
     # A model identity only (dimensions and normalisation are always added to the space id)
     space: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -82,9 +94,9 @@ class ModelConfig(_Strict):
 
 class _ProviderBase(_Strict):
     models: list[ModelConfig] = Field(min_length=1)
-    timeout: PositiveFloat = 30.0
-    max_retries: int = Field(default=3, ge=0, le=10)
-    max_concurrency: PositiveInt = 8
+    timeout: Seconds = 30.0
+    max_retries: Retries = 3
+    max_concurrency: Count = 8
 
     @field_validator("models")
     @classmethod
@@ -100,31 +112,31 @@ class SentenceTransformersConfig(_ProviderBase):
     type: Literal["sentence_transformers"]
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     # None: batches cut by tokens (about 1,024 on a CPU, 16,384 on a GPU); a number: a fixed batch size
-    batch_size: PositiveInt | None = None
-    max_concurrency: PositiveInt = 1
+    batch_size: Count | None = None
+    max_concurrency: Count = 1
 
 
 class OpenAIConfig(_ProviderBase):
     type: Literal["openai"]
-    api_key: SecretStr
-    base_url: str | None = None
+    api_key: Secret
+    base_url: HttpUrl | None = None
     organization: str | None = None
 
 
 class AzureOpenAIConfig(_ProviderBase):
     type: Literal["azure_openai"]
-    endpoint: str = Field(min_length=1)
-    api_key: SecretStr
+    endpoint: HttpUrl
+    api_key: Secret
     api_version: str = Field(min_length=1)
 
 
 class CustomGatewayConfig(_ProviderBase):
     type: Literal["custom_gateway"]
-    base_url: str = Field(min_length=1)
-    api_key: SecretStr | None = None
-    auth_header: str = "Authorization"
-    auth_prefix: str = "Bearer "
-    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    base_url: HttpUrl
+    api_key: Secret | None = None
+    auth_header: HeaderName = "Authorization"
+    auth_prefix: HeaderText = "Bearer "
+    headers: dict[HeaderName, Secret] = Field(default_factory=dict)
 
 
 class FakeConfig(_ProviderBase):
@@ -172,17 +184,26 @@ class FallbackConfig(_Strict):
 
 
 class BreakerConfig(_Strict):
-    window: PositiveInt = 20
-    min_calls: PositiveInt = 5
-    failure_rate: float = Field(default=0.5, gt=0.0, le=1.0)
-    cooldown_seconds: NonNegativeFloat = 30.0
+    window: Count = 20
+    min_calls: Count = 5
+    failure_rate: Fraction = Field(default=0.5, gt=0.0, le=1.0)
+    cooldown_seconds: NonNegativeSeconds = 30.0
+
+    @model_validator(mode="after")
+    def _can_open(self) -> BreakerConfig:
+        if self.min_calls > self.window:
+            raise ValueError(
+                f"min_calls ({self.min_calls}) is greater than window ({self.window}), so the breaker "
+                "could never open; make min_calls at most window"
+            )
+        return self
 
 
 class PipelineConfig(_Strict):
     kind: Capability
     candidates: list[str] = Field(min_length=1)
     strategy: Strategy = Strategy.ORDERED
-    explore_rate: float = Field(default=0.05, ge=0.0, le=1.0)
+    explore_rate: Fraction = Field(default=0.05, ge=0.0, le=1.0)
     fallback: FallbackConfig = Field(default_factory=FallbackConfig)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
 
@@ -210,7 +231,7 @@ class VectorStoreConfig(_Strict):
 class PulseConfig(_Strict):
     """The whole configuration. Build it with :func:`load_config`, which also resolves models."""
 
-    version: Literal[1] = 1
+    version: Annotated[Literal[1], NotBool] = 1
     providers: dict[str, ProviderConfig] = Field(min_length=1)
     pipelines: dict[str, PipelineConfig] = Field(default_factory=dict)
     vector_store: VectorStoreConfig = Field(default_factory=VectorStoreConfig)
@@ -236,38 +257,9 @@ class LoadedConfig:
         return f"LoadedConfig(source={self.source!r}, providers={sorted(self.config.providers)})"
 
 
-def interpolate(node: Any, environ: Mapping[str, str], source: str, path: str = "") -> Any:
-    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of a parsed YAML tree."""
-    if isinstance(node, dict):
-        return {key: interpolate(value, environ, source, _join(path, str(key))) for key, value in node.items()}
-    if isinstance(node, list):
-        return [interpolate(value, environ, source, f"{path}[{i}]") for i, value in enumerate(node)]
-    if not isinstance(node, str):
-        return node
-
-    def replace(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        value = environ.get(name)
-        if value is None or (value == "" and default is not None):
-            if default is None:
-                raise ConfigError(
-                    f"environment variable {name} is not set (use ${{{name}:-default}} for a default)",
-                    source=source,
-                    key_path=path,
-                )
-            return default
-        return value
-
-    return _VAR.sub(replace, node)
-
-
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> LoadedConfig:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the file: {exc.strerror}", source=str(path)) from exc
-    return load_config_text(text, source=str(path), environ=environ)
+    return load_config_text(read_config_file(path), source=str(path), environ=environ)
 
 
 def load_config_text(
@@ -276,12 +268,7 @@ def load_config_text(
     environ: Mapping[str, str] | None = None,
     catalog: Catalog | None = None,
 ) -> LoadedConfig:
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"not valid YAML{where}", source=source) from None
+    raw = load_yaml(text, source)
     if not isinstance(raw, dict):
         raise ConfigError("the top level must be a mapping with a `providers` key", source=source)
     raw = interpolate(raw, os.environ if environ is None else environ, source)
@@ -353,10 +340,8 @@ def _describe(exc: ValidationError) -> str:
             del loc[2]  # the discriminator tag pydantic adds to the path
         location = ""
         for part in loc:
-            location = f"{location}[{part}]" if isinstance(part, int) else _join(location, str(part))
-        problems.append(f"{location or '<top>'}: {error['msg']}")
+            if part == "[key]":  # pydantic's marker for a mapping key (here a header name) at fault
+                continue
+            location = f"{location}[{part}]" if isinstance(part, int) else join_key(location, part)
+        problems.append(f"{location or '<top>'}: {error['msg'].removeprefix('Value error, ')}")
     return "; ".join(problems)
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
