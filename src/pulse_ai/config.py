@@ -144,7 +144,7 @@ class FakeConfig(_ProviderBase):
     with scriptable faults; catalog models keep their facts, so a fake can stand in for OpenAI."""
 
     type: Literal["fake"]
-    latency: NonNegativeFloat = 0.0
+    latency: NonNegativeSeconds = 0.0
 
 
 ProviderConfig = Annotated[
