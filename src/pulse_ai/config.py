@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -30,7 +31,6 @@ from pydantic import (
 
 from pulse_ai.catalog import Capability, Catalog, ModelSpec, Tier, default_catalog
 from pulse_ai.errors import ConfigError
-from pulse_ai.vectors.scope import Layout
 
 __all__ = [
     "AzureOpenAIConfig",
@@ -178,22 +178,46 @@ class PipelineConfig(_Strict):
 
 
 class VectorStoreConfig(_Strict):
-    """Where vectors live. ``embedded`` needs nothing running; ``qdrant`` is a server or cluster."""
+    """Where vectors live. ``embedded`` needs nothing running; ``qdrant`` is qdrant-client.
+
+    With ``backend: qdrant`` exactly one of: ``url`` (a Qdrant server or cluster, ``http(s)://host``),
+    ``path`` (qdrant-client's local mode, kept in that directory) or ``location: ":memory:"``
+    (local mode in memory, gone at exit). With ``embedded``, ``path`` is the store's directory."""
 
     backend: Literal["embedded", "qdrant"] = "embedded"
-    layout: Layout = Layout.PER_TENANT_TABLE
-    path: str = "./data/vectors"
+    layout: Literal["per_tenant_table", "shared"] = "per_tenant_table"
+    path: str | None = None
     optimize_after: PositiveInt = 20_000
     url: str | None = None
-    location: str | None = None
+    location: Literal[":memory:"] | None = None
     api_key: SecretStr | None = None
     prefer_grpc: bool = False
     timeout: PositiveInt = 10
 
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parsed = urlsplit(value)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise ValueError(f"url {value!r} must be http:// or https:// with a host (for a directory use `path`)")
+        return value
+
     @model_validator(mode="after")
-    def _server_needs_an_address(self) -> VectorStoreConfig:
-        if self.backend == "qdrant" and not (self.url or self.location):
-            raise ValueError('the qdrant backend needs `url` (or `location: ":memory:"` for local mode)')
+    def _one_address(self) -> VectorStoreConfig:
+        if self.backend == "embedded":
+            if self.url or self.location:
+                raise ValueError("`url` and `location` are for the qdrant backend; the embedded one takes `path`")
+            if self.path is None:
+                self.path = "./data/vectors"
+        else:
+            given = [key for key in ("url", "path", "location") if getattr(self, key)]
+            if len(given) != 1:
+                raise ValueError(
+                    "the qdrant backend needs exactly one of `url` (a server: http(s)://host:6333), "
+                    '`path` (local mode in a directory) or `location: ":memory:"` (local mode in memory)'
+                    + (f"; got {', '.join(given)}" if given else "")
+                )
         return self
 
 
