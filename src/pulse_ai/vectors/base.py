@@ -164,6 +164,10 @@ class VectorBackend(ABC):
     async def _drop_collection(self, name: str) -> None:
         """Remove the collection; raises ``VectorStoreError`` when anything of it could not be removed."""
 
+    async def _remove_leftovers(self, prefix: str) -> list[str]:
+        """Remove what an earlier, failed drop of collections starting with ``prefix`` left behind."""
+        return []
+
     async def _written(self, name: str, count: int) -> None:  # noqa: B027 - optional hook
         """Called after each write batch (the embedded backend schedules its index builds)."""
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,6 +39,7 @@ T = TypeVar("T")
 #: Free space kept in reserve before any write: the engine grows its files 32 MiB at a time.
 MIN_FREE_BYTES = 96 * 2**20
 _PAYLOAD_ESTIMATE = 1024  # bytes a point's payload may take, WAL and storage together
+_DROPPING = ".dropping-"
 
 
 class EmbeddedVectorStore(VectorStore):
@@ -270,10 +272,20 @@ class EmbeddedVectorStore(VectorStore):
                     collection.builder.cancel()
                 async with collection.building:  # a running build finishes first
                     await self._thread(collection.close)
-            directory = self.path / name
-            # The manifest goes first, so a failure mid-way leaves no half collection that looks whole.
-            await self._thread(lambda: (directory / disk.MANIFEST).unlink(missing_ok=True))
-            await self._thread(lambda: disk.remove_tree(directory))
+            # Renamed first (atomic: the collection is gone at once), then removed; what could not be
+            # removed stays under a ".dropping-" name that the next purge of the tenant removes.
+            trash = self.path / f"{_DROPPING}{name}-{uuid.uuid4().hex[:8]}"
+            await self._thread(lambda: (self.path / name).rename(trash))
+            await self._thread(lambda: disk.remove_tree(trash))
+
+    async def _remove_leftovers(self, prefix: str) -> list[str]:
+        def remove() -> list[str]:
+            left = [e for e in self.path.iterdir() if e.name.startswith(f"{_DROPPING}{prefix}")]
+            for entry in left:
+                disk.remove_tree(entry)
+            return [entry.name.removeprefix(_DROPPING) for entry in left]
+
+        return await self._thread(remove)
 
     async def close(self) -> None:
         """Flush and close every shard, record each one's files and points, and release the lock.

@@ -190,6 +190,10 @@ class VectorStore(VectorBackend):
                         deleted[name] = held - left
             except VectorStoreError as error:
                 failures.append(f"{name}: {error}")
+        try:
+            dropped.extend(await self._remove_leftovers(tenant_collection_prefix(tenant)))
+        except VectorStoreError as error:
+            failures.append(str(error))
         report = PurgeReport(tenant, tuple(dropped), deleted)
         if failures:
             raise PurgeIncompleteError(tenant, failures, removed=[*dropped, *deleted])
@@ -279,7 +283,9 @@ class VectorStore(VectorBackend):
         name = collection_name(self.layout, space, tenant, table)
         info = self._known.get(name)
         if info is None:
-            if name in await self._collection_names():
+            # An authoritative listing (the embedded store owns its directory) answers a miss from
+            # memory; a server, which other clients also write to, is asked about this one name.
+            if self.listing_ttl is not None or name in await self._collection_names():
                 info = await self._collection_info(name)
             if info is None:
                 if not create:
@@ -318,7 +324,8 @@ class VectorStore(VectorBackend):
     @staticmethod
     def _check_vectors(vectors: Sequence[npt.ArrayLike], space: VectorSpace) -> npt.NDArray[np.float32]:
         try:
-            array = np.asarray(vectors, dtype=np.float32)
+            with np.errstate(over="ignore"):  # values beyond float32 become inf, refused below
+                array = np.asarray(vectors, dtype=np.float32)
         except (TypeError, ValueError, OverflowError):
             raise InputError("vectors must be sequences of numbers of one length") from None
         if array.ndim != 2 or array.shape[1] != space.dimensions:
