@@ -203,13 +203,18 @@ class VectorStoreConfig(_Strict):
                 raise ValueError(f"url {value!r} must be http:// or https:// with a host (for a directory use `path`)")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _embedded_default_path(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("backend", "embedded") == "embedded" and data.get("path") is None:
+            return {**data, "path": "./data/vectors"}
+        return data
+
     @model_validator(mode="after")
     def _one_address(self) -> VectorStoreConfig:
         if self.backend == "embedded":
             if self.url or self.location:
                 raise ValueError("`url` and `location` are for the qdrant backend; the embedded one takes `path`")
-            if self.path is None:
-                self.path = "./data/vectors"
         else:
             given = [key for key in ("url", "path", "location") if getattr(self, key)]
             if len(given) != 1:

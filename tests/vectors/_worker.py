@@ -1,9 +1,9 @@
 """A separate process using the embedded store, for the tests that need real processes.
 
-    python -m tests.vectors._worker write PATH LAYOUT TENANT COUNT   write COUNT records, close
-    python -m tests.vectors._worker hold PATH LAYOUT                 open, say "ready", wait to be killed
-    python -m tests.vectors._worker fill PATH LAYOUT COUNT DIMS      write, say "ready", wait to be killed
-    python -m tests.vectors._worker build PATH LAYOUT COUNT DIMS     write, say "building", optimize (to be killed)
+python -m tests.vectors._worker write PATH LAYOUT TENANT COUNT   write COUNT records, close
+python -m tests.vectors._worker hold PATH LAYOUT                 open, say "ready", wait to be killed
+python -m tests.vectors._worker fill PATH LAYOUT COUNT DIMS      write, say "ready", wait to be killed
+python -m tests.vectors._worker build PATH LAYOUT COUNT DIMS     write, say "building", optimize (to be killed)
 """
 
 from __future__ import annotations

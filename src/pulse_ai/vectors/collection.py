@@ -44,6 +44,7 @@ class Collection:
     #: Points written since the last index build, in this process.
     pending: int = 0
     writes: int = 0
+    builds: int = 0
     failed_builds: int = 0
     last_write: float = field(default_factory=time.monotonic)
     builder: asyncio.Task[None] | None = None
@@ -65,11 +66,19 @@ class Collection:
         disk.write_manifest(self.directory, self.manifest)
 
 
+#: KB of vectors in a segment before a build indexes it. Explicit, and lower than the engine's
+#: default: after a build killed half-way the points lie in two smaller segments, each under the
+#: default, and no later build would index them.
+INDEXING_THRESHOLD_KB = 1000
+
+
 def build_config(dimensions: int, *, shared: bool) -> Any:
     # The shared layout indexes per tenant (payload_m) instead of one global graph (m=0).
     hnsw = edge.HnswIndexConfig(m=0 if shared else 16, ef_construct=100, full_scan_threshold=10_000, payload_m=16)
     return edge.EdgeConfig(
-        vectors=edge.EdgeVectorParams(size=dimensions, distance=edge.Distance.Cosine), hnsw_config=hnsw
+        vectors=edge.EdgeVectorParams(size=dimensions, distance=edge.Distance.Cosine),
+        hnsw_config=hnsw,
+        optimizers=edge.EdgeOptimizersConfig(indexing_threshold=INDEXING_THRESHOLD_KB),
     )
 
 
@@ -118,7 +127,8 @@ def load_shard(name: str, directory: Path, manifest: disk.Manifest) -> Any:
     problem = disk.damage(directory, manifest)
     if problem:
         raise VectorStoreError(f"collection {name} at {directory} is damaged: {problem}; {REBUILD_HINT}")
-    shard = guarded(name, directory, lambda: edge.EdgeShard.load(str(directory)))
+    config = build_config(manifest.dimensions, shared=manifest.layout == "shared")
+    shard = guarded(name, directory, lambda: edge.EdgeShard.load(str(directory), config))
     if manifest.clean:
         points = guarded(name, directory, lambda: shard.info().points_count)
         if manifest.points is not None and points != manifest.points:

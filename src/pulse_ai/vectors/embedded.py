@@ -187,6 +187,7 @@ class EmbeddedVectorStore(VectorStore):
             collection.manifest.clean = False
             await self._thread(lambda: disk.write_manifest(collection.directory, collection.manifest))
             await self._call(collection, lambda engine: engine.optimize(), build=True)
+            collection.builds += 1
             if collection.writes == writes_before:  # nothing was written meanwhile: not due any more
                 collection.pending = 0
                 collection.manifest.optimize_due = False
