@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 
 import numpy as np
 
@@ -51,7 +50,7 @@ async def main(command: str, path: str, layout: str, *rest: str) -> None:
             print("built", flush=True)
     else:
         print("ready", flush=True)
-    time.sleep(600)
+    await asyncio.sleep(600)
 
 
 if __name__ == "__main__":

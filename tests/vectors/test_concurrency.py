@@ -127,12 +127,17 @@ async def test_server_clients_racing_to_create_a_collection_both_succeed(layout:
     await first.close()
 
 
+def remove_manifest(path: Path) -> Path:
+    (directory,) = [d for d in path.iterdir() if d.is_dir()]
+    (directory / "pulse-ai.json").unlink()
+    return directory
+
+
 async def test_a_half_created_collection_is_finished_not_wiped(tmp_path: Path) -> None:
     store = EmbeddedVectorStore(tmp_path, layout=Layout.SHARED)
     await store.upsert("acme", "issues", SPACE, tenant_points("acme", 5))
     await store.close()
-    (directory,) = [d for d in tmp_path.iterdir() if d.is_dir()]
-    (directory / "pulse-ai.json").unlink()  # as if killed between the shard and its manifest
+    directory = remove_manifest(tmp_path)  # as if killed between the shard and its manifest
     store = EmbeddedVectorStore(tmp_path, layout=Layout.SHARED)
     with pytest.raises(VectorStoreError, match="5 points but no manifest"):
         await store.upsert("globex", "issues", SPACE, tenant_points("globex", 5))

@@ -56,6 +56,27 @@ def kill_when(process: subprocess.Popen[str], line: str) -> None:
     process.wait()
 
 
+def temp_segments(path: Path) -> list[Path]:
+    return list(path.glob("*/temp_segments/*"))
+
+
+def wait_for_temp_segments(path: Path, process: subprocess.Popen[str]) -> Path | None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        found = temp_segments(path)
+        if found:
+            return found[0]
+        time.sleep(0.01)
+    return None
+
+
+def truncate_an_id_tracker_of(path: Path, prefix: str) -> Path:
+    damaged = next(d for d in path.iterdir() if d.name.startswith(prefix))
+    victim = next(p for p in sorted(damaged.rglob("*")) if p.is_file() and "id_tracker" in p.name)
+    os.truncate(victim, victim.stat().st_size // 2)
+    return damaged
+
+
 async def test_a_build_left_due_by_a_killed_process_resumes_on_open(tmp_path: Path) -> None:
     kill_when(worker("fill", str(tmp_path), "shared", str(BIG), str(DIMS)), "ready")
     assert manifest(tmp_path)["optimize_due"] is True  # persisted before the writes, not only in memory
@@ -71,13 +92,7 @@ async def test_a_build_left_due_by_a_killed_process_resumes_on_open(tmp_path: Pa
 async def test_a_kill_inside_a_build_leaves_no_orphan_and_the_build_resumes(tmp_path: Path) -> None:
     builder = worker("build", str(tmp_path), "shared", str(BIG), str(DIMS))
     assert builder.stdout is not None and builder.stdout.readline().strip() == "building"
-    temp = None
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and builder.poll() is None:
-        temp = next((tmp_path.glob("*/temp_segments/*")), None)
-        if temp is not None:
-            break
-        time.sleep(0.01)
+    temp = wait_for_temp_segments(tmp_path, builder)
     os.kill(builder.pid, signal.SIGKILL)
     builder.wait()
     if temp is None:
@@ -85,7 +100,7 @@ async def test_a_kill_inside_a_build_leaves_no_orphan_and_the_build_resumes(tmp_
     assert manifest(tmp_path)["optimize_due"] is True
     store = EmbeddedVectorStore(tmp_path, layout=Layout.SHARED, optimize_idle=3600)
     await store.optimize()  # an explicit build after the crash does the work
-    assert list(tmp_path.glob("*/temp_segments/*")) == []  # the orphan was removed at open
+    assert temp_segments(tmp_path) == []  # the orphan was removed at open
     await store.close()
     assert manifest(tmp_path)["optimize_due"] is False
     assert indexed_vectors(tmp_path) == BIG
@@ -151,7 +166,7 @@ async def test_a_truncated_manifest_is_a_vector_store_error_naming_its_path(tmp_
     path = only_collection(tmp_path) / "pulse-ai.json"
     path.write_text(path.read_text()[:20])
     reopened = EmbeddedVectorStore(tmp_path)
-    with pytest.raises(VectorStoreError, match="manifest .* is damaged") as damaged:
+    with pytest.raises(VectorStoreError, match=r"manifest .* is damaged") as damaged:
         await reopened.count("acme", "issues", SPACE)
     assert str(path) in str(damaged.value)
     await reopened.close()
@@ -163,9 +178,7 @@ async def test_a_damaged_collection_is_found_at_open_and_by_vectors_check(tmp_pa
     await store.upsert("globex", "issues", SPACE, tenant_points("globex", 5))
     await store.close()
     assert CliRunner().invoke(app, ["vectors", "check", "--path", str(tmp_path)]).exit_code == 0
-    damaged = next(d for d in tmp_path.iterdir() if d.name.startswith("client_acme"))
-    victim = next(p for p in sorted(damaged.rglob("*")) if p.is_file() and "id_tracker" in p.name)
-    os.truncate(victim, victim.stat().st_size // 2)
+    damaged = truncate_an_id_tracker_of(tmp_path, "client_acme")
 
     reopened = EmbeddedVectorStore(tmp_path)
     with pytest.raises(VectorStoreError, match=r"damaged: files truncated or resized.*re-index"):
