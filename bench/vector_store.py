@@ -81,9 +81,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "tenants": args.tenants,
         "dims": args.dims,
         "layout": layout.value,
+        "optimize_after": args.optimize_after,
     }
     with tempfile.TemporaryDirectory() as directory:
-        embedded = EmbeddedVectorStore(Path(directory), layout=layout, optimize_after=10**9)
+        embedded = EmbeddedVectorStore(Path(directory), layout=layout, optimize_after=args.optimize_after)
         try:
             report["embedded"] = await measure(embedded, args.points, args.tenants, args.dims, args.queries)
         finally:
@@ -109,6 +110,9 @@ def main() -> None:
         "--local-mode-points", type=int, default=100_000, help="qdrant-client's local mode is pure Python"
     )
     parser.add_argument("--local-mode-queries", type=int, default=200)
+    parser.add_argument(
+        "--optimize-after", type=int, default=20_000, help="embedded: written points that make an index build due"
+    )
     print(json.dumps(asyncio.run(run(parser.parse_args()))))
 
 

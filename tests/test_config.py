@@ -172,8 +172,8 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 
 def test_vector_store_section() -> None:
     default = load_config_text(MINIMAL).config.vector_store
-    assert (default.backend, default.layout.value, default.path) == ("embedded", "per_tenant_table", "./data/vectors")
-    with pytest.raises(ConfigError, match=r"vector_store: .*needs `url`"):
+    assert (default.backend, default.layout, default.path) == ("embedded", "per_tenant_table", "./data/vectors")
+    with pytest.raises(ConfigError, match=r"vector_store: .*needs exactly one of `url`"):
         load_config_text(MINIMAL + "vector_store: {backend: qdrant}\n")
     with pytest.raises(ConfigError, match=r"vector_store\.layout"):
         load_config_text(MINIMAL + "vector_store: {layout: sideways}\n")

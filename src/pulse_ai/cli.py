@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from pulse_ai.cli_vectors import app as vectors_app
 from pulse_ai.client import PulseAI
 from pulse_ai.config import load_config
 from pulse_ai.errors import PulseAIError
@@ -19,6 +20,7 @@ config_app = typer.Typer(no_args_is_help=True, help="Configuration files.")
 providers_app = typer.Typer(no_args_is_help=True, help="Configured providers.")
 app.add_typer(config_app, name="config")
 app.add_typer(providers_app, name="providers")
+app.add_typer(vectors_app, name="vectors")
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="A YAML configuration (default: the offline one).")

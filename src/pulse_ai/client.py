@@ -16,7 +16,7 @@ from pulse_ai.providers.registry import create_provider
 from pulse_ai.routing import HealthRegistry, Router, probe
 from pulse_ai.streams import GenerationStream
 from pulse_ai.types import EmbeddingResult, GenerationParams, GenerationResult, Message
-from pulse_ai.vectors import Indexer, VectorStore, open_vector_store
+from pulse_ai.vectors import Indexer, VectorSpace, VectorStore, open_vector_store
 
 __all__ = ["DEFAULT_CONFIG", "PulseAI"]
 
@@ -111,7 +111,7 @@ class PulseAI:
 
     def indexer(self, pipeline: str = "embedding") -> Indexer:
         """Indexing and search of tenants' records with an embedding pipeline and the vector store."""
-        return Indexer(self, self.vector_store(), pipeline=pipeline)
+        return Indexer(_PipelineEmbedder(self, pipeline), self.vector_store())
 
     # ---- capabilities --------------------------------------------------------------------
     async def embed(
@@ -193,3 +193,18 @@ class PulseAI:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+class _PipelineEmbedder:
+    """An embedding pipeline of a PulseAI, as the indexer's ``Embedder``."""
+
+    def __init__(self, ai: PulseAI, pipeline: str) -> None:
+        router = ai._pipeline(pipeline, Capability.EMBEDDING)
+        dimensions = router.candidates[0].model.dimensions
+        assert router.vector_space is not None and dimensions is not None
+        self.vector_space = VectorSpace(router.vector_space, dimensions)
+        self._ai = ai
+        self._pipeline = pipeline
+
+    async def embed(self, texts: Sequence[str]) -> EmbeddingResult:
+        return await self._ai.embed(texts, pipeline=self._pipeline)

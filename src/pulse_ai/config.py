@@ -20,7 +20,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PositiveInt,
     SecretStr,
     ValidationError,
     field_validator,
@@ -42,7 +41,6 @@ from pulse_ai.config_types import (
     Secret,
 )
 from pulse_ai.errors import ConfigError
-from pulse_ai.vectors.scope import Layout
 from pulse_ai.yaml_loader import interpolate, join_key, load_yaml, read_config_file
 
 __all__ = [
@@ -209,22 +207,42 @@ class PipelineConfig(_Strict):
 
 
 class VectorStoreConfig(_Strict):
-    """Where vectors live. ``embedded`` needs nothing running; ``qdrant`` is a server or cluster."""
+    """Where vectors live. ``embedded`` needs nothing running; ``qdrant`` is qdrant-client.
+
+    With ``backend: qdrant`` exactly one of: ``url`` (a Qdrant server or cluster, ``http(s)://host``),
+    ``path`` (qdrant-client's local mode, kept in that directory) or ``location: ":memory:"``
+    (local mode in memory, gone at exit). With ``embedded``, ``path`` is the store's directory."""
 
     backend: Literal["embedded", "qdrant"] = "embedded"
-    layout: Layout = Layout.PER_TENANT_TABLE
-    path: str = "./data/vectors"
-    optimize_after: PositiveInt = 20_000
-    url: str | None = None
-    location: str | None = None
+    layout: Literal["per_tenant_table", "shared"] = "per_tenant_table"
+    path: str | None = None
+    optimize_after: Count = 20_000
+    url: HttpUrl | None = None
+    location: Literal[":memory:"] | None = None
     api_key: SecretStr | None = None
     prefer_grpc: bool = False
-    timeout: PositiveInt = 10
+    timeout: Count = 10
+
+    @model_validator(mode="before")
+    @classmethod
+    def _embedded_default_path(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("backend", "embedded") == "embedded" and data.get("path") is None:
+            return {**data, "path": "./data/vectors"}
+        return data
 
     @model_validator(mode="after")
-    def _server_needs_an_address(self) -> VectorStoreConfig:
-        if self.backend == "qdrant" and not (self.url or self.location):
-            raise ValueError('the qdrant backend needs `url` (or `location: ":memory:"` for local mode)')
+    def _one_address(self) -> VectorStoreConfig:
+        if self.backend == "embedded":
+            if self.url or self.location:
+                raise ValueError("`url` and `location` are for the qdrant backend; the embedded one takes `path`")
+        else:
+            given = [key for key in ("url", "path", "location") if getattr(self, key)]
+            if len(given) != 1:
+                raise ValueError(
+                    "the qdrant backend needs exactly one of `url` (a server: http(s)://host:6333), "
+                    '`path` (local mode in a directory) or `location: ":memory:"` (local mode in memory)'
+                    + (f"; got {', '.join(given)}" if given else "")
+                )
         return self
 
 

@@ -17,7 +17,8 @@ Callers (and the router) decide on the *type* of an error, never on its message:
     │                               names candidates skipped because their breaker was open
     └── VectorStoreError            the vector store failed or refused an operation
         ├── VectorSpaceError        a vector of the wrong space (model or dimensions) for a collection
-        └── TenantIsolationError    a point of another tenant reached a result: refused, never returned
+        ├── TenantIsolationError    a point of another tenant reached a result: refused, never returned
+        └── PurgeIncompleteError    a tenant purge could not remove everything; says what is left
 
 Errors raised by an SDK are translated at the provider boundary and are *not* chained: the SDK's
 exception holds the provider's response body, which may echo a credential, so it is neither the
@@ -46,6 +47,7 @@ __all__ = [
     "ProviderTimeoutError",
     "ProviderUnavailableError",
     "PulseAIError",
+    "PurgeIncompleteError",
     "RateLimitedError",
     "TenantIsolationError",
     "UnknownModelError",
@@ -229,6 +231,17 @@ class VectorSpaceError(VectorStoreError):
 class TenantIsolationError(VectorStoreError):
     """A point of another tenant (or table) came back from the store. The whole result is refused:
     this means a bug or a corrupted collection, and nothing of it may reach the caller."""
+
+
+class PurgeIncompleteError(VectorStoreError):
+    """``purge_tenant`` removed what it could, but not everything: ``failures`` says what is left
+    and why, ``removed`` what was removed. Run the purge again once the cause is fixed."""
+
+    def __init__(self, tenant: str, failures: Sequence[str], *, removed: Sequence[str] = ()) -> None:
+        self.tenant = tenant
+        self.failures: tuple[str, ...] = tuple(failures)
+        self.removed: tuple[str, ...] = tuple(removed)
+        super().__init__(f"purge of tenant {tenant!r} is incomplete: {'; '.join(self.failures)}")
 
 
 def _summarise_indices(indices: Sequence[int], shown: int = 20) -> str:

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pulse_ai.vectors.base import SearchHit, StoredState, VectorPoint, VectorStore
-from pulse_ai.vectors.indexer import Indexer, IndexReport, Record, RecordFailure
+from pulse_ai.errors import VectorStoreError
+from pulse_ai.vectors.base import PurgeReport, SearchHit, StoredState, VectorPoint
+from pulse_ai.vectors.indexer import Embedder, Indexer, IndexReport, Record, RecordFailure
 from pulse_ai.vectors.scope import Layout, VectorSpace, point_id, validate_name
+from pulse_ai.vectors.store import VectorStore
 
 if TYPE_CHECKING:
     from pulse_ai.config import VectorStoreConfig
+    from pulse_ai.vectors.embedded import EmbeddedVectorStore
 
 __all__ = [
+    "Embedder",
     "IndexReport",
     "Indexer",
     "Layout",
+    "PurgeReport",
     "Record",
     "RecordFailure",
     "SearchHit",
@@ -27,13 +34,34 @@ __all__ = [
     "validate_name",
 ]
 
+# One embedded store object per directory in this process, shared by every opener (each close
+# releases one use; the last closes it). A second *object* on a directory would fail on its lock.
+_shared: dict[Path, EmbeddedVectorStore] = {}
+_shared_lock = threading.Lock()
+
 
 def open_vector_store(config: VectorStoreConfig) -> VectorStore:
-    """Build the store a ``VectorStoreConfig`` describes (backends are imported only when used)."""
+    """Build the store a ``VectorStoreConfig`` describes (backends are imported only when used).
+
+    Embedded stores are shared per directory in-process: opening the same path twice gives the same
+    object (closed when every opener has closed it); a second process gets a clear error."""
+    layout = Layout(config.layout)
     if config.backend == "embedded":
         from pulse_ai.vectors.embedded import EmbeddedVectorStore
 
-        return EmbeddedVectorStore(config.path, layout=config.layout, optimize_after=config.optimize_after)
+        path = Path(config.path or "./data/vectors").absolute()
+        with _shared_lock:
+            store = _shared.get(path)
+            if store is not None:
+                if store.layout is not layout:
+                    raise VectorStoreError(
+                        f"the vector store at {path} is open in this process with layout {store.layout.value}"
+                    )
+                store.users += 1
+                return store
+            store = EmbeddedVectorStore(path, layout=layout, optimize_after=config.optimize_after)
+            _shared[path] = store
+            return store
     from pulse_ai.vectors.server import QdrantServerStore
 
     return QdrantServerStore(
@@ -42,5 +70,12 @@ def open_vector_store(config: VectorStoreConfig) -> VectorStore:
         prefer_grpc=config.prefer_grpc,
         timeout=config.timeout,
         location=config.location,
-        layout=config.layout,
+        path=config.path,
+        layout=layout,
     )
+
+
+def _release_shared(store: EmbeddedVectorStore) -> None:
+    with _shared_lock:
+        if _shared.get(store.path) is store:
+            del _shared[store.path]

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy.typing as npt
 
-from pulse_ai.catalog import Capability
 from pulse_ai.errors import AllProvidersFailed, InputError, ProviderError, VectorSpaceError
-from pulse_ai.vectors.base import MetadataUpdate, SearchHit, StoredState, VectorPoint, VectorStore
+from pulse_ai.types import EmbeddingResult
+from pulse_ai.vectors.base import MetadataUpdate, PurgeReport, SearchHit, StoredState, VectorPoint
 from pulse_ai.vectors.scope import (
     VectorSpace,
     check_metadata,
@@ -26,13 +26,19 @@ from pulse_ai.vectors.scope import (
     validate_name,
     validate_record_id,
 )
+from pulse_ai.vectors.store import VectorStore
 
-if TYPE_CHECKING:
-    from pulse_ai.client import PulseAI
-
-__all__ = ["IndexReport", "Indexer", "Record", "RecordFailure"]
+__all__ = ["Embedder", "IndexReport", "Indexer", "Record", "RecordFailure"]
 
 STATE_LOOKUP_CHUNK = 1000
+
+
+class Embedder(Protocol):
+    """What the indexer needs: something that embeds texts into one vector space."""
+
+    vector_space: VectorSpace  # the space every vector it returns belongs to
+
+    async def embed(self, texts: Sequence[str]) -> EmbeddingResult: ...
 
 
 @dataclass(frozen=True)
@@ -76,20 +82,12 @@ class _Prepared:
 
 
 class Indexer:
-    """Indexes and searches records with one embedding pipeline and one vector store."""
+    """Indexes and searches records with one embedder and one vector store."""
 
-    def __init__(
-        self, ai: PulseAI, store: VectorStore, *, pipeline: str = "embedding", embed_batch_size: int = 256
-    ) -> None:
-        router = ai.router(pipeline)
-        if router.config.kind is not Capability.EMBEDDING:
-            raise InputError(f"pipeline {pipeline!r} is not an embedding pipeline")
-        dimensions = router.candidates[0].model.dimensions
-        assert router.vector_space is not None and dimensions is not None
-        self.ai = ai
+    def __init__(self, embedder: Embedder, store: VectorStore, *, embed_batch_size: int = 256) -> None:
+        self.embedder = embedder
         self.store = store
-        self.pipeline = pipeline
-        self.space = VectorSpace(router.vector_space, dimensions)
+        self.space = embedder.vector_space
         self.embed_batch_size = embed_batch_size
 
     async def index(self, tenant: str, table: str, records: Iterable[Record | Mapping[str, Any]]) -> IndexReport:
@@ -135,7 +133,7 @@ class Indexer:
         pending = list(batch)
         while pending:
             try:
-                result = await self.ai.embed([item.record.text for item in pending], pipeline=self.pipeline)
+                result = await self.embedder.embed([item.record.text for item in pending])
             except InputError as error:
                 if error.index is None:
                     raise
@@ -170,7 +168,10 @@ class Indexer:
         validate_name(tenant, "tenant")  # before the query is embedded (and paid for)
         validate_name(table, "table")
         if isinstance(query, str):
-            vector: npt.ArrayLike = (await self.ai.embed([query], pipeline=self.pipeline)).vectors[0]
+            result = await self.embedder.embed([query])
+            if result.vector_space != self.space.id:
+                raise VectorSpaceError(f"the embedder produced {result.vector_space}, not {self.space.id}")
+            vector: npt.ArrayLike = result.vectors[0]
         else:
             vector = query
         return await self.store.search(
@@ -188,8 +189,8 @@ class Indexer:
     async def delete(self, tenant: str, table: str, record_ids: Sequence[str]) -> int:
         return await self.store.delete(tenant, table, self.space, record_ids)
 
-    async def purge_tenant(self, tenant: str) -> None:
-        await self.store.purge_tenant(tenant)
+    async def purge_tenant(self, tenant: str) -> PurgeReport:
+        return await self.store.purge_tenant(tenant)
 
     async def count(self, tenant: str, table: str) -> int:
         return await self.store.count(tenant, table, self.space)

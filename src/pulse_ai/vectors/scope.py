@@ -23,6 +23,7 @@ __all__ = [
     "Match",
     "MatchAnyOf",
     "VectorSpace",
+    "check_int64",
     "collection_name",
     "content_hash",
     "metadata_filter",
@@ -37,8 +38,17 @@ MAX_NAME_LENGTH = 64
 MAX_RECORD_ID_LENGTH = 512
 # Letters, digits, `_` and `-`; starting and ending with a letter or digit, and no `__` (the
 # separator inside collection names), so that a collection name decodes to one (tenant, table).
-_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]|_(?!_))*(?<!_)$")
-_METADATA_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
+# Matched in full (``fullmatch``: ``$`` would accept a trailing newline). Tenant ids are lower case
+# only: on a case-insensitive filesystem ``Acme`` and ``acme`` would share one directory.
+_TABLE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]|_(?!_))*(?<![_-])")
+_TENANT_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]|_(?!_))*(?<![_-])")
+_METADATA_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
+#: Qdrant keeps integers as signed 64-bit values; anything wider is refused, not wrapped or crashed on.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: Deeper metadata is refused: JSON encoders and the engine's converters recurse once per level.
+MAX_METADATA_DEPTH = 32
+#: ``hnsw_ef`` beyond this is refused: the engine sizes its search queue by it.
+MAX_HNSW_EF = 100_000
 # A fixed namespace: point ids must be the same on every machine and every run.
 _POINT_NAMESPACE = uuid.UUID("5b1f5d0e-3c1a-4d0f-9a59-70756c73652d")
 
@@ -53,6 +63,16 @@ METADATA_KEY = "metadata"
 class Layout(StrEnum):
     PER_TENANT_TABLE = "per_tenant_table"
     SHARED = "shared"
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_int64(value: int, what: str) -> int:
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise InputError(f"{what}: the integer {value} does not fit in 64 bits (Qdrant's integer range)")
+    return value
 
 
 @dataclass(frozen=True)
@@ -99,9 +119,13 @@ def validate_name(value: object, what: str) -> str:
         raise InputError(f"{what} is empty")
     if len(value) > MAX_NAME_LENGTH:
         raise InputError(f"{what} is {len(value)} characters long; at most {MAX_NAME_LENGTH}")
-    if not _NAME.match(value):
+    tenant = what == "tenant"
+    if not (_TENANT_NAME if tenant else _TABLE_NAME).fullmatch(value):
+        if tenant and _TABLE_NAME.fullmatch(value):
+            raise InputError(f"tenant {value!r} has upper-case letters; tenant ids are lower case ({value.lower()!r})")
+        letters = "lower-case letters" if tenant else "letters"
         raise InputError(
-            f"{what} {value[:80]!r} may hold only letters, digits, '_' and '-', must start and end with a "
+            f"{what} {value[:80]!r} may hold only {letters}, digits, '_' and '-', must start and end with a "
             "letter or digit, and may not contain '__'"
         )
     return value
@@ -155,7 +179,7 @@ def metadata_filter(where: Mapping[str, object] | None) -> All | None:
         raise InputError("the metadata filter must be a mapping of field to value or list of values")
     conditions: list[Condition] = []
     for key, value in where.items():
-        if not isinstance(key, str) or not _METADATA_KEY.match(key):
+        if not isinstance(key, str) or not _METADATA_KEY.fullmatch(key):
             raise InputError(f"filter field {key!r} is not a valid metadata field name")
         path = f"{METADATA_KEY}.{key}"
         if isinstance(value, (list, tuple)):
@@ -163,11 +187,13 @@ def metadata_filter(where: Mapping[str, object] | None) -> All | None:
                 raise InputError(f"filter field {key!r}: the list of values is empty")
             if all(isinstance(v, str) for v in value):
                 conditions.append(MatchAnyOf(path, tuple(str(v) for v in value)))
-            elif all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-                conditions.append(MatchAnyOf(path, tuple(int(v) for v in value)))
+            elif all(_is_int(v) for v in value):
+                conditions.append(MatchAnyOf(path, tuple(check_int64(int(v), f"filter field {key!r}") for v in value)))
             else:
                 raise InputError(f"filter field {key!r}: a list must hold only strings or only integers")
-        elif isinstance(value, (str, bool, int)):
+        elif isinstance(value, int) and not isinstance(value, bool):
+            conditions.append(Match(path, check_int64(value, f"filter field {key!r}")))
+        elif isinstance(value, (str, bool)):
             conditions.append(Match(path, value))
         else:
             raise InputError(f"filter field {key!r}: match a string, an integer, a boolean or a list of them")
@@ -198,5 +224,20 @@ def check_metadata(metadata: object, index: int | None = None) -> dict[str, Any]
     for key in metadata:
         if not isinstance(key, str):
             raise InputError(f"{where}: keys must be strings", index=index)
+    _check_metadata_values(metadata, where, index)
     canonical_json(metadata)
     return dict(metadata)
+
+
+def _check_metadata_values(metadata: Mapping[str, Any], where: str, index: int | None) -> None:
+    """Depth and integer range, walked without recursion (so a deep value cannot overflow the stack)."""
+    pending: list[tuple[object, int]] = [(metadata, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, (Mapping, list, tuple)):
+            if depth > MAX_METADATA_DEPTH:
+                raise InputError(f"{where} is nested more than {MAX_METADATA_DEPTH} levels deep", index=index)
+            children = value.values() if isinstance(value, Mapping) else value
+            pending.extend((child, depth + 1) for child in children)
+        elif _is_int(value) and not INT64_MIN <= value <= INT64_MAX:  # type: ignore[operator]
+            raise InputError(f"{where}: the integer {value} does not fit in 64 bits", index=index)

@@ -1,7 +1,9 @@
 """The server backend: a Qdrant server or cluster through ``qdrant-client`` (AsyncQdrantClient).
 
-The collection's vector space is kept in Qdrant's collection metadata. ``location=":memory:"``
-gives qdrant-client's local mode, which speaks the same client API (the tests use it).
+The collection's vector space is kept in Qdrant's collection metadata. ``url`` is a server;
+``path`` (a directory) and ``location=":memory:"`` are qdrant-client's local mode, which speaks the
+same client API (the tests use it). Several clients may create a collection at once: "already
+exists" is success, and the existing collection's space is checked like any other.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from qdrant_client import AsyncQdrantClient
 from qdrant_client import models as qm
 
 from pulse_ai.errors import VectorStoreError
-from pulse_ai.vectors.base import CollectionInfo, Found, QueryOptions, StoredPoint, VectorStore
+from pulse_ai.vectors.base import CollectionInfo, Found, QueryOptions, StoredPoint
 from pulse_ai.vectors.scope import RECORD_KEY, TABLE_KEY, TENANT_KEY, All, Layout, Match, MatchAnyOf
+from pulse_ai.vectors.store import VectorStore
 
 __all__ = ["QdrantServerStore"]
 
@@ -32,13 +35,19 @@ class QdrantServerStore(VectorStore):
         prefer_grpc: bool = False,
         timeout: int = 10,
         location: str | None = None,
+        path: str | None = None,
         layout: Layout = Layout.PER_TENANT_TABLE,
     ) -> None:
         super().__init__(layout)
-        self._where = location or url or "?"
-        self.client = AsyncQdrantClient(
-            url=url, api_key=api_key, prefer_grpc=prefer_grpc, timeout=timeout, location=location
-        )
+        if sum(value is not None for value in (url, location, path)) != 1:
+            raise VectorStoreError('give exactly one of url (a server), path (local mode) or location=":memory:"')
+        self._where = url or path or location or "?"
+        try:
+            self.client = AsyncQdrantClient(
+                url=url, api_key=api_key, prefer_grpc=prefer_grpc, timeout=timeout, location=location, path=path
+            )
+        except Exception as exc:  # local mode on a directory another client holds
+            raise VectorStoreError(f"cannot open Qdrant at {self._where}: {exc}") from exc
 
     def __repr__(self) -> str:
         return f"QdrantServerStore(location={self._where!r}, layout={self.layout.value!r})"
@@ -55,7 +64,7 @@ class QdrantServerStore(VectorStore):
             raise VectorStoreError(f"collection {name} was not created by pulse-ai (no vector-space metadata)")
         return CollectionInfo(metadata["vector_space"], int(metadata["dimensions"]), metadata["layout"])
 
-    async def _create_collection(self, name: str, info: CollectionInfo) -> None:
+    async def _create_collection(self, name: str, info: CollectionInfo) -> CollectionInfo:
         shared = self.layout is Layout.SHARED
         try:
             await self.client.create_collection(
@@ -64,6 +73,14 @@ class QdrantServerStore(VectorStore):
                 hnsw_config=qm.HnswConfigDiff(m=0 if shared else 16, payload_m=16),
                 metadata={_METADATA_KEY: info.as_dict()},
             )
+        except Exception as exc:
+            # Another client created it first (a server answers 409, local mode a ValueError): success,
+            # provided it is there now; its space is then checked by the store like any other's.
+            existing = await self._collection_info(name)
+            if existing is None:
+                raise VectorStoreError(f"Qdrant: cannot create collection {name}: {exc}") from exc
+            return existing
+        try:
             with warnings.catch_warnings():
                 # local mode says payload indexes have no effect there; a server builds them
                 warnings.filterwarnings("ignore", message="Payload indexes have no effect")
@@ -72,7 +89,8 @@ class QdrantServerStore(VectorStore):
                 await self.client.create_payload_index(name, TABLE_KEY, qm.PayloadSchemaType.KEYWORD)
                 await self.client.create_payload_index(name, RECORD_KEY, qm.PayloadSchemaType.KEYWORD)
         except Exception as exc:
-            raise VectorStoreError(f"Qdrant: cannot create collection {name}: {exc}") from exc
+            raise VectorStoreError(f"Qdrant: cannot create the payload indexes of {name}: {exc}") from exc
+        return info
 
     async def _upsert(self, name: str, points: list[StoredPoint]) -> None:
         structs = [qm.PointStruct(id=p.id, vector=p.vector.tolist(), payload=p.payload) for p in points]
@@ -116,11 +134,12 @@ class QdrantServerStore(VectorStore):
         return sorted(c.name for c in response.collections)
 
     async def _drop_collection(self, name: str) -> None:
-        await self._call(self.client.delete_collection(name))
+        if not await self._call(self.client.delete_collection(name)):
+            raise VectorStoreError(f"Qdrant did not delete the collection {name}")
 
     async def close(self) -> None:
         await self.client.close()
-        self._known.clear()
+        self._forget_all()
 
     @staticmethod
     async def _call(awaitable: Any) -> Any:
