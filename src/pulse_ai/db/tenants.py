@@ -178,6 +178,7 @@ class Tenants:
             )
             if result.rowcount == 0:
                 await connection.execute(
-                    self.db.insert_ignoring_conflicts(TenantSettingsRow, "tenant_id"), {"tenant_id": current.tenant_id, **values}
+                    self.db.insert_ignoring_conflicts(TenantSettingsRow, "tenant_id"),
+                    {"tenant_id": current.tenant_id, **values},
                 )
         return await self.settings(tenant_id)
