@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 __all__ = [
     "AllProvidersFailed",
@@ -51,8 +52,8 @@ __all__ = [
     "PulseAIError",
     "RateLimitedError",
     "SecretKeyError",
-    "TenantSuspendedError",
     "TenantIsolationError",
+    "TenantSuspendedError",
     "UnknownModelError",
     "VectorSpaceError",
     "VectorStoreError",
@@ -258,7 +259,8 @@ class BudgetExceededError(PulseAIError):
         parts = []
         if limit_usd is not None:
             parts.append(
-                f"limit ${limit_usd}, spent ${spent_usd}, reserved ${reserved_usd}, this call needs ${requested_usd}"
+                f"limit {_usd(limit_usd)}, spent {_usd(spent_usd)}, reserved {_usd(reserved_usd)}, "
+                f"this call needs {_usd(requested_usd)}"
             )
         if limit_tokens is not None:
             parts.append(
@@ -269,6 +271,13 @@ class BudgetExceededError(PulseAIError):
             f"budget exceeded for tenant {tenant_id!r}, scope {scope} ({period} from {period_start}): "
             + "; ".join(parts)
         )
+
+
+def _usd(value: object) -> str:
+    if isinstance(value, Decimal):
+        cents = value.quantize(Decimal("0.01"))
+        return f"${cents:f}" if cents == value else f"${value.normalize():f}"
+    return f"${value}"
 
 
 def _summarise_indices(indices: Sequence[int], shown: int = 20) -> str:
