@@ -8,6 +8,7 @@ full key is returned once, by :meth:`ApiKeys.create`, and never stored or shown 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import re
@@ -20,7 +21,7 @@ from pydantic import SecretStr
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from pulse_ai.db.database import Database
+from pulse_ai.db.database import Database, load
 from pulse_ai.db.ids import new_id, validate_tenant_id
 from pulse_ai.db.models import ApiKeyRow, TenantRow, TenantStatus
 from pulse_ai.db.types import utcnow
@@ -141,7 +142,7 @@ class ApiKeys:
         if not include_revoked:
             query = query.where(ApiKeyRow.revoked_at.is_(None))
         async with self.db.read("list API keys") as connection:
-            rows = (await connection.scalars(query)).all()
+            rows = await load(connection, query)
         return [_api_key(row) for row in rows]
 
     async def revoke(self, key_id_or_prefix: str) -> ApiKey:
@@ -151,7 +152,8 @@ class ApiKeys:
             await connection.execute(
                 update(ApiKeyRow).where(match, ApiKeyRow.revoked_at.is_(None)).values(revoked_at=utcnow())
             )
-            row = (await connection.scalars(select(ApiKeyRow).where(match))).one_or_none()
+            rows = await load(connection, select(ApiKeyRow).where(match))
+        row = rows[0] if rows else None
         if row is None:
             raise NotFoundError(f"no API key {key_id_or_prefix[:40]!r}")
         return _api_key(row)
@@ -162,20 +164,17 @@ class ApiKeys:
         well_formed = isinstance(key, str) and bool(_KEY.match(key))
         prefix = key[:_VISIBLE] if well_formed else ""
         async with self.db.read("verify an API key") as connection:
-            found = (
-                await connection.execute(
-                    select(ApiKeyRow, TenantRow.status)
-                    .join(TenantRow, TenantRow.id == ApiKeyRow.tenant_id)
-                    .where(ApiKeyRow.prefix == prefix)
-                )
-            ).one_or_none()
-        stored_hash = found[0].key_hash if found is not None else _DUMMY_HASH
+            rows = await load(connection, select(ApiKeyRow).where(ApiKeyRow.prefix == prefix))
+            row = rows[0] if rows else None
+            tenant_status = (
+                await connection.scalar(select(TenantRow.status).where(TenantRow.id == row.tenant_id)) if row else None
+            )
+        stored_hash = row.key_hash if row is not None else _DUMMY_HASH
         matches = hmac.compare_digest(stored_hash, hash_key(key if isinstance(key, str) else ""))
         if not well_formed:
             raise ApiKeyRefusedError("malformed")
-        if found is None or not matches:
+        if row is None or not matches:
             raise ApiKeyRefusedError("unknown")
-        row, tenant_status = found
         info = _api_key(row)
         now = utcnow()
         state = info.state(now)
@@ -188,4 +187,5 @@ class ApiKeys:
         if info.last_used_at is None or now - info.last_used_at >= LAST_USED_RESOLUTION:
             async with self.db.write("note an API key's use") as connection:
                 await connection.execute(update(ApiKeyRow).where(ApiKeyRow.id == info.id).values(last_used_at=now))
+            info = dataclasses.replace(info, last_used_at=now)
         return info

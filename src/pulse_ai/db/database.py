@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from alembic import command
@@ -21,17 +21,19 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Insert, event, text
+from sqlalchemy import Connection, Insert, Select, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 
 from pulse_ai.config import DatabaseConfig, PulseConfig
 from pulse_ai.db.models import Base
 from pulse_ai.errors import ConfigError, DatabaseError
 
-__all__ = ["DEFAULT_URL", "MIGRATIONS_DIR", "Database", "database_errors", "normalize_url"]
+__all__ = ["DEFAULT_URL", "MIGRATIONS_DIR", "Database", "database_errors", "load", "normalize_url"]
+
+Model = TypeVar("Model", bound=Base)
 
 DEFAULT_URL = DatabaseConfig().url
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -81,6 +83,12 @@ def database_errors(what: str) -> Iterator[None]:
         yield
     except (SQLAlchemyError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise DatabaseError(f"{what}: {_describe(exc)}") from exc
+
+
+async def load(connection: AsyncConnection, query: Select[Model]) -> list[Model]:
+    """Model instances for ``query`` inside the caller's transaction (which it leaves open)."""
+    async with AsyncSession(bind=connection, expire_on_commit=False) as session:
+        return list((await session.scalars(query)).all())
 
 
 def _make_parent_directory(path: str) -> None:

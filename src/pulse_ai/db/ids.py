@@ -25,6 +25,8 @@ def validate_tenant_id(value: object, *, allow_system: bool = True) -> str:
     name = validate_name(value, "tenant id")
     if name != name.lower():
         raise InputError(f"tenant id {name[:80]!r} must be lowercase")
+    if not name[-1].isalnum():  # the store's pattern lets a '-' end a name; a tenant id may not
+        raise InputError(f"tenant id {name[:80]!r} must end with a letter or digit")
     return name
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import insert, select, update
 
-from pulse_ai.db.database import Database
+from pulse_ai.db.database import Database, load
 from pulse_ai.db.ids import new_id, validate_tenant_id
 from pulse_ai.db.models import IndexRunRow, IndexRunStatus
 from pulse_ai.db.types import utcnow
@@ -98,7 +98,7 @@ class IndexRuns:
             )
             if result.rowcount == 0:
                 raise NotFoundError(f"no index run {run_id[:40]!r}")
-            row = (await connection.scalars(select(IndexRunRow).where(IndexRunRow.id == run_id))).one()
+            row = (await load(connection, select(IndexRunRow).where(IndexRunRow.id == run_id)))[0]
         return _run(row)
 
     async def list(self, tenant_id: str, *, table: str | None = None, limit: int = 50) -> list[IndexRun]:
@@ -112,5 +112,5 @@ class IndexRuns:
         if table is not None:
             query = query.where(IndexRunRow.table_name == table)
         async with self.db.read("list index runs") as connection:
-            rows = (await connection.scalars(query)).all()
+            rows = await load(connection, query)
         return [_run(row) for row in rows]

@@ -20,7 +20,7 @@ from typing import Literal
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pulse_ai.db.database import Database
+from pulse_ai.db.database import Database, load
 from pulse_ai.db.ids import new_id
 from pulse_ai.db.models import (
     BudgetCounterRow,
@@ -132,7 +132,7 @@ async def apply_budget_changes(
     if reserves:
         tenants = sorted({r.tenant_id for r in reserves})
         budgets_of: dict[str, list[Budget]] = defaultdict(list)
-        for row in await connection.scalars(select(BudgetRow).where(BudgetRow.tenant_id.in_(tenants))):
+        for row in await load(connection, select(BudgetRow).where(BudgetRow.tenant_id.in_(tenants))):
             budgets_of[row.tenant_id].append(Budget.from_row(row))
         for index, request in enumerate(reserves):
             for budget in sorted(budgets_of[request.tenant_id], key=lambda b: (b.pipeline or "", b.period)):

@@ -17,7 +17,7 @@ from decimal import Decimal
 from sqlalchemy import delete, select, update
 
 from pulse_ai.config import NAME_PATTERN
-from pulse_ai.db.database import Database
+from pulse_ai.db.database import Database, load
 from pulse_ai.db.ids import new_id, validate_tenant_id
 from pulse_ai.db.models import ALL_PIPELINES, BudgetCounterRow, BudgetMode, BudgetPeriod, BudgetRow, TenantRow
 from pulse_ai.db.money import nano_to_usd, usd_to_nano
@@ -113,15 +113,16 @@ class Budgets:
                         **values,
                     },
                 )
-            row = (await connection.scalars(select(BudgetRow).where(*match))).one()
+            row = (await load(connection, select(BudgetRow).where(*match)))[0]
         return Budget.from_row(row)
 
     async def list(self, tenant_id: str) -> list[Budget]:
         async with self.db.read("list budgets") as connection:
-            rows = await connection.scalars(
+            rows = await load(
+                connection,
                 select(BudgetRow)
                 .where(BudgetRow.tenant_id == validate_tenant_id(tenant_id))
-                .order_by(BudgetRow.scope, BudgetRow.period)
+                .order_by(BudgetRow.scope, BudgetRow.period),
             )
             return [Budget.from_row(row) for row in rows]
 
