@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,7 +22,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Insert, Select, event, text
+from sqlalchemy import Connection, Engine, Insert, Select, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
@@ -34,6 +35,7 @@ from pulse_ai.errors import ConfigError, DatabaseError
 __all__ = ["DEFAULT_URL", "MIGRATIONS_DIR", "Database", "database_errors", "load", "normalize_url"]
 
 Model = TypeVar("Model", bound=Base)
+T = TypeVar("T")
 
 DEFAULT_URL = DatabaseConfig().url
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -123,6 +125,10 @@ class Database:
         self.engine = engine
         self.url = engine.url
         self.dialect = engine.dialect.name  # "sqlite" | "postgresql"
+        # SQLite's hot write path (the group-commit writer) runs whole transactions in one thread
+        # with the plain sqlite3 driver: one hop per transaction instead of one per statement.
+        self._write_thread: ThreadPoolExecutor | None = None
+        self._sync_engine: Engine | None = None
 
     def __repr__(self) -> str:
         return f"Database({self.display_url!r})"
@@ -181,7 +187,43 @@ class Database:
         await self.close()
 
     async def close(self) -> None:
+        if self._write_thread is not None:
+            thread, self._write_thread = self._write_thread, None
+            await asyncio.to_thread(thread.shutdown, wait=True)
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
+            self._sync_engine = None
         await self.engine.dispose()
+
+    async def run_write(self, what: str, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` (synchronous code on a sync ``Connection``) in one write transaction.
+
+        On SQLite the whole transaction runs in one dedicated thread (sqlite3, the same pragmas and
+        ``BEGIN IMMEDIATE``); on PostgreSQL it runs on the async connection through ``run_sync``.
+        Failures become ``DatabaseError`` naming ``what``."""
+        if self.dialect != "sqlite":
+            async with self.write(what) as connection:
+                return await connection.run_sync(work)
+        if self._write_thread is None:
+            self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pulse-ai-sqlite-writer")
+            engine = create_engine(
+                self.url.set(drivername="sqlite+pysqlite"),
+                hide_parameters=True,
+                pool_size=1,
+                max_overflow=0,
+                connect_args={"timeout": BUSY_TIMEOUT_MS / 1000},
+            )
+            event.listen(engine, "connect", _sqlite_on_connect)
+            event.listen(engine, "begin", _sqlite_on_begin)
+            self._sync_engine = engine
+        sync_engine = self._sync_engine
+        assert sync_engine is not None
+
+        def transaction() -> T:
+            with database_errors(what), sync_engine.begin() as connection:
+                return work(connection)
+
+        return await asyncio.get_running_loop().run_in_executor(self._write_thread, transaction)
 
     @contextlib.asynccontextmanager
     async def write(self, what: str) -> AsyncIterator[AsyncConnection]:

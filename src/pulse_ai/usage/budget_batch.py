@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, bindparam, insert, select, update
 
-from pulse_ai.db.database import Database, load
+from pulse_ai.db.database import Database
 from pulse_ai.db.ids import new_id
 from pulse_ai.db.models import (
     BudgetCounterRow,
@@ -30,7 +29,7 @@ from pulse_ai.db.models import (
     ReservationRow,
     ReservationStatus,
 )
-from pulse_ai.db.money import nano_to_usd, usd_to_nano
+from pulse_ai.db.money import nano_to_usd
 from pulse_ai.db.types import UTCDateTime
 from pulse_ai.errors import BudgetExceededError
 from pulse_ai.usage.budget_types import Budget, BudgetHold, BudgetStatus, Reservation, period_start
@@ -72,6 +71,27 @@ _COUNTER_DELTA = (
         reserved_tokens=BudgetCounterRow.reserved_tokens + bindparam("d_reserved_tokens"),
     )
 )
+_LOCK_RESERVATIONS = (
+    select(ReservationRow.id, ReservationRow.status, ReservationRow.cost_nanousd, ReservationRow.tokens)
+    .where(ReservationRow.id.in_(bindparam("ids", expanding=True)))
+    .order_by(ReservationRow.id)
+    .with_for_update()
+)
+_HOLDS = select(ReservationHoldRow.reservation_id, ReservationHoldRow.budget_id, ReservationHoldRow.period_start).where(
+    ReservationHoldRow.reservation_id.in_(bindparam("ids", expanding=True))
+)
+_BUDGETS = select(BudgetRow.__table__).where(BudgetRow.tenant_id.in_(bindparam("tenants", expanding=True)))
+_LOCK_COUNTERS = (
+    select(BudgetCounterRow.__table__)
+    .where(
+        BudgetCounterRow.budget_id.in_(bindparam("budgets", expanding=True)),
+        BudgetCounterRow.period_start.in_(bindparam("periods", expanding=True)),
+    )
+    .order_by(BudgetCounterRow.budget_id, BudgetCounterRow.period_start)
+    .with_for_update()
+)
+_INSERT_RESERVATIONS = insert(ReservationRow)
+_INSERT_HOLDS = insert(ReservationHoldRow)
 _FINISH = (
     update(ReservationRow)
     .where(ReservationRow.id == bindparam("k_id"))
@@ -101,9 +121,28 @@ class _Counter:
         )
 
 
-async def apply_budget_changes(
+@dataclass(frozen=True, slots=True)
+class _Applicable:
+    """A budget that applies to a reservation, with its limits in the counters' units."""
+
+    budget: Budget
+    key: Key
+    limit_nanousd: int | None
+    limit_tokens: int | None
+    hard: bool
+
+
+_STATUS_OF_ACTION = {
+    "settle": ReservationStatus.SETTLED.value,
+    "release": ReservationStatus.RELEASED.value,
+    "expire": ReservationStatus.EXPIRED.value,
+}
+_FINISHED = (ReservationStatus.SETTLED.value, ReservationStatus.RELEASED.value)
+
+
+def apply_budget_changes(
     db: Database,
-    connection: AsyncConnection,
+    connection: Connection,
     reserves: Sequence[ReserveRequest],
     finishes: Sequence[FinishRequest],
     now: datetime,
@@ -111,36 +150,40 @@ async def apply_budget_changes(
     """Apply ``finishes`` then ``reserves`` (so money given back is available at once); returns each
     reservation (or the hard budget's refusal) and, per finish, whether it changed anything."""
     # 1. Reservations being finished, locked, with the counters they hold.
-    finishing_ids = sorted({f.reservation_id for f in finishes})
     held: dict[str, tuple[str, int, int]] = {}
     holds_of: dict[str, list[Key]] = defaultdict(list)
-    if finishing_ids:
-        rows = await connection.execute(
-            select(ReservationRow.id, ReservationRow.status, ReservationRow.cost_nanousd, ReservationRow.tokens)
-            .where(ReservationRow.id.in_(finishing_ids))
-            .order_by(ReservationRow.id)
-            .with_for_update()
-        )
-        held = {r.id: (r.status, r.cost_nanousd, r.tokens) for r in rows}
-        for hold in await connection.execute(
-            select(ReservationHoldRow).where(ReservationHoldRow.reservation_id.in_(finishing_ids))
-        ):
+    if finishes:
+        ids = sorted({f.reservation_id for f in finishes})
+        held = {
+            r.id: (r.status, r.cost_nanousd, r.tokens) for r in connection.execute(_LOCK_RESERVATIONS, {"ids": ids})
+        }
+        for hold in connection.execute(_HOLDS, {"ids": ids}):
             holds_of[hold.reservation_id].append((hold.budget_id, hold.period_start))
 
     # 2. The budgets that apply to each new reservation, and their counters for this period.
-    applicable: list[list[tuple[Budget, Key]]] = [[] for _ in reserves]
+    applicable: list[list[_Applicable]] = []
     if reserves:
+        budgets_of: dict[str, list[_Applicable]] = defaultdict(list)
         tenants = sorted({r.tenant_id for r in reserves})
-        budgets_of: dict[str, list[Budget]] = defaultdict(list)
-        for row in await load(connection, select(BudgetRow).where(BudgetRow.tenant_id.in_(tenants))):
-            budgets_of[row.tenant_id].append(Budget.from_row(row))
-        for index, request in enumerate(reserves):
-            for budget in sorted(budgets_of[request.tenant_id], key=lambda b: (b.pipeline or "", b.period)):
-                if budget.pipeline is None or budget.pipeline == request.pipeline:
-                    applicable[index].append((budget, (budget.id, period_start(budget.period, now))))
-    new_keys = sorted({key for budgets in applicable for _, key in budgets})
+        for row in connection.execute(_BUDGETS, {"tenants": tenants}):
+            budget = Budget.from_row(row)
+            key = (budget.id, period_start(budget.period, now))
+            budgets_of[row.tenant_id].append(
+                _Applicable(budget, key, row.limit_nanousd, row.limit_tokens, budget.mode is BudgetMode.HARD)
+            )
+        for entries in budgets_of.values():
+            entries.sort(key=lambda entry: (entry.budget.pipeline or "", entry.budget.period))
+        for request in reserves:
+            applicable.append(
+                [
+                    entry
+                    for entry in budgets_of.get(request.tenant_id, ())
+                    if entry.budget.pipeline is None or entry.budget.pipeline == request.pipeline
+                ]
+            )
+    new_keys = sorted({entry.key for entries in applicable for entry in entries})
     if new_keys:
-        await connection.execute(
+        connection.execute(
             db.insert_ignoring_conflicts(BudgetCounterRow, "budget_id", "period_start"),
             [
                 {
@@ -154,17 +197,12 @@ async def apply_budget_changes(
                 for budget_id, start in new_keys
             ],
         )
-    all_keys = set(new_keys).union(*holds_of.values()) if holds_of else set(new_keys)
+    all_keys = set(new_keys).union(*holds_of.values())
     counters: dict[Key, _Counter] = {}
     if all_keys:
-        rows = await connection.execute(
-            select(BudgetCounterRow)
-            .where(
-                BudgetCounterRow.budget_id.in_(sorted({k[0] for k in all_keys})),
-                BudgetCounterRow.period_start.in_(sorted({k[1] for k in all_keys})),
-            )
-            .order_by(BudgetCounterRow.budget_id, BudgetCounterRow.period_start)
-            .with_for_update()
+        rows = connection.execute(
+            _LOCK_COUNTERS,
+            {"budgets": sorted({k[0] for k in all_keys}), "periods": sorted({k[1] for k in all_keys})},
         )
         for r in rows:
             counters[(r.budget_id, r.period_start)] = _Counter(
@@ -177,15 +215,16 @@ async def apply_budget_changes(
     status_updates: list[dict[str, object]] = []
     for finish in finishes:
         state = held.get(finish.reservation_id)
-        status = state[0] if state else None
-        if status is None or status in (ReservationStatus.SETTLED, ReservationStatus.RELEASED):
+        if (
+            state is None
+            or state[0] in _FINISHED
+            or (state[0] == ReservationStatus.EXPIRED and finish.action != "settle")
+        ):
             finished.append(False)
             continue
-        if status == ReservationStatus.EXPIRED and finish.action != "settle":
-            finished.append(False)
-            continue
-        _, cost, tokens = state  # type: ignore[misc]
+        status, cost, tokens = state
         still_reserved = status == ReservationStatus.ACTIVE
+        settle = finish.action == "settle"
         for key in holds_of.get(finish.reservation_id, ()):
             counter = counters.get(key)
             if counter is None:
@@ -193,20 +232,15 @@ async def apply_budget_changes(
             if still_reserved:
                 counter.reserved -= cost
                 counter.reserved_tokens -= tokens
-            if finish.action == "settle":
+            if settle:
                 counter.spent += finish.cost_nanousd
                 counter.spent_tokens += finish.tokens
-        new_status = {
-            "settle": ReservationStatus.SETTLED,
-            "release": ReservationStatus.RELEASED,
-            "expire": ReservationStatus.EXPIRED,
-        }[finish.action]
-        settle = finish.action == "settle"
-        held[finish.reservation_id] = (new_status.value, cost, tokens)
+        new_status = _STATUS_OF_ACTION[finish.action]
+        held[finish.reservation_id] = (new_status, cost, tokens)
         status_updates.append(
             {
                 "k_id": finish.reservation_id,
-                "v_status": new_status.value,
+                "v_status": new_status,
                 "v_finished": now,
                 "v_settled": finish.cost_nanousd if settle else None,
                 "v_settled_tokens": finish.tokens if settle else None,
@@ -218,44 +252,37 @@ async def apply_budget_changes(
     results: list[Reservation | BudgetExceededError] = []
     reservation_rows: list[dict[str, object]] = []
     hold_rows: list[dict[str, object]] = []
-    for request, budgets in zip(reserves, applicable, strict=True):
+    for request, entries in zip(reserves, applicable, strict=True):
+        cost, tokens = request.cost_nanousd, request.tokens
         refusal: BudgetExceededError | None = None
-        crossed: list[Budget] = []
-        for budget, key in budgets:
-            counter = counters[key]
-            over_money = budget.limit_usd is not None and (
-                counter.spent + counter.reserved + request.cost_nanousd > _limit_nanos(budget)
+        crossed: list[_Applicable] = []
+        for entry in entries:
+            counter = counters[entry.key]
+            over = (
+                entry.limit_nanousd is not None and counter.spent + counter.reserved + cost > entry.limit_nanousd
+            ) or (
+                entry.limit_tokens is not None
+                and counter.spent_tokens + counter.reserved_tokens + tokens > entry.limit_tokens
             )
-            over_tokens = budget.limit_tokens is not None and (
-                counter.spent_tokens + counter.reserved_tokens + request.tokens > budget.limit_tokens
-            )
-            if not (over_money or over_tokens):
-                continue
-            if budget.mode is BudgetMode.HARD:
-                refusal = refusal or _refusal(request, budget, key[1], counter)
-            else:
-                crossed.append(budget)
+            if over and entry.hard:
+                refusal = _refusal(request, entry.budget, entry.key[1], counter)
+                break
+            if over:
+                crossed.append(entry)
         if refusal is not None:
             results.append(refusal)
             continue
         expires_at = now + timedelta(seconds=request.ttl_s)
         reservation_id = new_id()
-        for _, key in budgets:
-            counter = counters[key]
-            counter.reserved += request.cost_nanousd
-            counter.reserved_tokens += request.tokens
-        soft = tuple(counters[key].status(budget, key[1]) for budget, key in budgets if budget in crossed)
-        holds = tuple(BudgetHold(*key) for _, key in budgets)
+        for entry in entries:
+            counter = counters[entry.key]
+            counter.reserved += cost
+            counter.reserved_tokens += tokens
+        soft = tuple(counters[entry.key].status(entry.budget, entry.key[1]) for entry in crossed)
+        holds = tuple(BudgetHold(*entry.key) for entry in entries)
         results.append(
             Reservation(
-                reservation_id,
-                request.tenant_id,
-                request.pipeline,
-                nano_to_usd(request.cost_nanousd),
-                request.tokens,
-                expires_at,
-                holds,
-                soft,
+                reservation_id, request.tenant_id, request.pipeline, nano_to_usd(cost), tokens, expires_at, holds, soft
             )
         )
         if holds:
@@ -264,8 +291,8 @@ async def apply_budget_changes(
                     "id": reservation_id,
                     "tenant_id": request.tenant_id,
                     "pipeline": request.pipeline,
-                    "cost_nanousd": request.cost_nanousd,
-                    "tokens": request.tokens,
+                    "cost_nanousd": cost,
+                    "tokens": tokens,
                     "status": ReservationStatus.ACTIVE.value,
                     "created_at": now,
                     "expires_at": expires_at,
@@ -298,18 +325,13 @@ async def apply_budget_changes(
                 }
             )
     if deltas:
-        await connection.execute(_COUNTER_DELTA, deltas)
+        connection.execute(_COUNTER_DELTA, deltas)
     if status_updates:
-        await connection.execute(_FINISH, status_updates)
+        connection.execute(_FINISH, status_updates)
     if reservation_rows:
-        await connection.execute(insert(ReservationRow), reservation_rows)
-        await connection.execute(insert(ReservationHoldRow), hold_rows)
+        connection.execute(_INSERT_RESERVATIONS, reservation_rows)
+        connection.execute(_INSERT_HOLDS, hold_rows)
     return results, finished
-
-
-def _limit_nanos(budget: Budget) -> int:
-    assert budget.limit_usd is not None
-    return usd_to_nano(budget.limit_usd)
 
 
 def _refusal(request: ReserveRequest, budget: Budget, start: date, counter: _Counter) -> BudgetExceededError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import Any
 
 from pulse_ai.db.models import ALL_PIPELINES, BudgetMode, BudgetPeriod, BudgetRow
 from pulse_ai.db.money import nano_to_usd
@@ -35,7 +36,8 @@ class Budget:
         return f"pipeline {self.pipeline!r}" if self.pipeline else "all pipelines"
 
     @classmethod
-    def from_row(cls, row: BudgetRow) -> Budget:
+    def from_row(cls, row: BudgetRow | Any) -> Budget:
+        """From a model instance or a row of the budgets table's columns."""
         return cls(
             id=row.id,
             tenant_id=row.tenant_id,

@@ -18,9 +18,10 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, insert, select
 
 from pulse_ai.db.database import Database
 from pulse_ai.db.models import ReservationRow, ReservationStatus, UsageRecordRow
@@ -161,31 +162,37 @@ class GroupCommitWriter:
 
     async def _apply(self, batch: Sequence[Job]) -> list[Any]:
         now = utcnow()
-        async with self.db.write(f"commit {len(batch)} usage and budget changes") as connection:
-            finishes: list[FinishRequest] = [f for job in batch for f in job.finishes]
-            swept: list[FinishRequest] = []
-            if any(job.sweep for job in batch):
-                expired = await connection.scalars(
-                    select(ReservationRow.id)
-                    .where(ReservationRow.status == ReservationStatus.ACTIVE.value, ReservationRow.expires_at <= now)
-                    .order_by(ReservationRow.id)
-                    .limit(SWEEP_LIMIT)
-                )
-                swept = [FinishRequest(reservation_id, "expire") for reservation_id in expired]
-            reserves = [job.reserve for job in batch if job.reserve is not None]
-            reserved, finished = await apply_budget_changes(self.db, connection, reserves, finishes + swept, now)
-            rows = [row for job in batch for row in job.rows]
-            if rows:
-                await connection.execute(insert(UsageRecordRow), rows)
-        reserved_iter, finished_iter = iter(reserved), iter(finished)
-        results: list[Any] = []
-        for job in batch:
-            if job.reserve is not None:
-                results.append(next(reserved_iter))
-            else:
-                results.append([next(finished_iter) for _ in job.finishes])
-        swept_count = sum(1 for done in finished_iter if done)
-        for index, job in enumerate(batch):
-            if job.sweep:
-                results[index] = swept_count
-        return results
+        return await self.db.run_write(
+            f"commit {len(batch)} usage and budget changes", lambda connection: _apply(self.db, connection, batch, now)
+        )
+
+
+def _apply(db: Database, connection: Connection, batch: Sequence[Job], now: datetime) -> list[Any]:
+    """The batch's statements, in its transaction (synchronous: see ``Database.run_write``)."""
+    finishes: list[FinishRequest] = [f for job in batch for f in job.finishes]
+    swept: list[FinishRequest] = []
+    if any(job.sweep for job in batch):
+        expired = connection.scalars(
+            select(ReservationRow.id)
+            .where(ReservationRow.status == ReservationStatus.ACTIVE.value, ReservationRow.expires_at <= now)
+            .order_by(ReservationRow.id)
+            .limit(SWEEP_LIMIT)
+        )
+        swept = [FinishRequest(reservation_id, "expire") for reservation_id in expired]
+    reserves = [job.reserve for job in batch if job.reserve is not None]
+    reserved, finished = apply_budget_changes(db, connection, reserves, finishes + swept, now)
+    rows = [row for job in batch for row in job.rows]
+    if rows:
+        connection.execute(insert(UsageRecordRow), rows)
+    reserved_iter, finished_iter = iter(reserved), iter(finished)
+    results: list[Any] = []
+    for job in batch:
+        if job.reserve is not None:
+            results.append(next(reserved_iter))
+        else:
+            results.append([next(finished_iter) for _ in job.finishes])
+    swept_count = sum(1 for done in finished_iter if done)
+    for index, job in enumerate(batch):
+        if job.sweep:
+            results[index] = swept_count
+    return results
