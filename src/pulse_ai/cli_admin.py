@@ -36,7 +36,9 @@ budgets_app = typer.Typer(no_args_is_help=True, help="Budgets per tenant and pip
 usage_app = typer.Typer(no_args_is_help=True, help="Usage reports from the ledger.")
 credentials_app = typer.Typer(no_args_is_help=True, help="Per-tenant provider credentials, encrypted at rest.")
 
-DbOption = Annotated[str | None, typer.Option("--db", help="Database URL (sqlite:///FILE or postgresql://...).")]
+DbOption = Annotated[
+    str | None, typer.Option("--db", "--url", help="Database URL (sqlite:///FILE or postgresql://...).")
+]
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="A YAML configuration whose database.url to use.")
 ]

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from pulse_ai.db import Database, ReservationStatus
+from pulse_ai.db import Database, ReservationStatus, Tenants
 from pulse_ai.db.models import ReservationRow
 from pulse_ai.db.types import utcnow
-from pulse_ai.errors import BudgetExceededError, InputError
+from pulse_ai.errors import BudgetExceededError, InputError, NotFoundError, TenantSuspendedError
 from pulse_ai.usage import Usage
 from pulse_ai.usage.budget_types import period_start
+from tests.db.conftest import unique_tenant_id
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -212,3 +213,13 @@ async def test_a_cancelled_reserver_does_not_keep_the_money(usage: Usage, tenant
         await asyncio.sleep(0.02)
     assert status.reserved_usd == 0
     await usage.budgets.reserve(tenant, None, Decimal(1))
+
+
+async def test_unknown_and_suspended_tenants_get_no_reservation(usage: Usage, db: Database, tenant: str) -> None:
+    with pytest.raises(NotFoundError):
+        await usage.budgets.reserve(unique_tenant_id("nobody"), None, Decimal(0))
+    await Tenants(db).suspend(tenant)
+    with pytest.raises(TenantSuspendedError):
+        await usage.budgets.reserve(tenant, None, Decimal(0))
+    await Tenants(db).activate(tenant)
+    await usage.budgets.reserve(tenant, None, Decimal(0))

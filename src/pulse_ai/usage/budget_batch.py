@@ -28,10 +28,12 @@ from pulse_ai.db.models import (
     ReservationHoldRow,
     ReservationRow,
     ReservationStatus,
+    TenantRow,
+    TenantStatus,
 )
 from pulse_ai.db.money import nano_to_usd
 from pulse_ai.db.types import UTCDateTime
-from pulse_ai.errors import BudgetExceededError
+from pulse_ai.errors import BudgetExceededError, NotFoundError, PulseAIError, TenantSuspendedError
 from pulse_ai.usage.budget_types import Budget, BudgetHold, BudgetStatus, Reservation, period_start
 
 __all__ = ["FinishRequest", "ReserveRequest", "apply_budget_changes"]
@@ -80,6 +82,7 @@ _LOCK_RESERVATIONS = (
 _HOLDS = select(ReservationHoldRow.reservation_id, ReservationHoldRow.budget_id, ReservationHoldRow.period_start).where(
     ReservationHoldRow.reservation_id.in_(bindparam("ids", expanding=True))
 )
+_TENANTS = select(TenantRow.id, TenantRow.status).where(TenantRow.id.in_(bindparam("tenants", expanding=True)))
 _BUDGETS = select(BudgetRow.__table__).where(BudgetRow.tenant_id.in_(bindparam("tenants", expanding=True)))
 _LOCK_COUNTERS = (
     select(BudgetCounterRow.__table__)
@@ -146,9 +149,10 @@ def apply_budget_changes(
     reserves: Sequence[ReserveRequest],
     finishes: Sequence[FinishRequest],
     now: datetime,
-) -> tuple[list[Reservation | BudgetExceededError], list[bool]]:
+) -> tuple[list[Reservation | PulseAIError], list[bool]]:
     """Apply ``finishes`` then ``reserves`` (so money given back is available at once); returns each
-    reservation (or the hard budget's refusal) and, per finish, whether it changed anything."""
+    reservation (or why there is none: a hard budget's refusal, an unknown or suspended tenant)
+    and, per finish, whether it changed anything."""
     # 1. Reservations being finished, locked, with the counters they hold.
     held: dict[str, tuple[str, int, int]] = {}
     holds_of: dict[str, list[Key]] = defaultdict(list)
@@ -160,11 +164,14 @@ def apply_budget_changes(
         for hold in connection.execute(_HOLDS, {"ids": ids}):
             holds_of[hold.reservation_id].append((hold.budget_id, hold.period_start))
 
-    # 2. The budgets that apply to each new reservation, and their counters for this period.
+    # 2. The budgets that apply to each new reservation, and their counters for this period. A
+    # tenant that does not exist or is suspended gets no reservation (so no call).
     applicable: list[list[_Applicable]] = []
+    tenant_status: dict[str, str] = {}
     if reserves:
         budgets_of: dict[str, list[_Applicable]] = defaultdict(list)
         tenants = sorted({r.tenant_id for r in reserves})
+        tenant_status = {row.id: row.status for row in connection.execute(_TENANTS, {"tenants": tenants})}
         for row in connection.execute(_BUDGETS, {"tenants": tenants}):
             budget = Budget.from_row(row)
             key = (budget.id, period_start(budget.period, now))
@@ -249,11 +256,19 @@ def apply_budget_changes(
         finished.append(True)
 
     # 4. New reservations, in order: all of a reservation's hard budgets must have room.
-    results: list[Reservation | BudgetExceededError] = []
+    results: list[Reservation | PulseAIError] = []
     reservation_rows: list[dict[str, object]] = []
     hold_rows: list[dict[str, object]] = []
     for request, entries in zip(reserves, applicable, strict=True):
         cost, tokens = request.cost_nanousd, request.tokens
+        tenant_state = tenant_status.get(request.tenant_id)
+        if tenant_state != TenantStatus.ACTIVE.value:
+            results.append(
+                NotFoundError(f"no tenant {request.tenant_id!r}")
+                if tenant_state is None
+                else TenantSuspendedError(request.tenant_id)
+            )
+            continue
         refusal: BudgetExceededError | None = None
         crossed: list[_Applicable] = []
         for entry in entries:

@@ -178,7 +178,8 @@ class Budgets:
         ttl_s: float = DEFAULT_TTL_S,
     ) -> Reservation:
         """Hold ``cost_usd`` (and ``tokens``) against every budget that applies, atomically; raises
-        ``BudgetExceededError`` when a hard one has no room. Unsettled, it expires after ``ttl_s``."""
+        ``BudgetExceededError`` when a hard one has no room, ``TenantSuspendedError`` or
+        ``NotFoundError`` when the tenant cannot make calls. Unsettled, it expires after ``ttl_s``."""
         request = ReserveRequest(
             validate_tenant_id(tenant_id),
             None if pipeline is None else _scope(pipeline),
