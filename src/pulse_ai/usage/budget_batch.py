@@ -73,17 +73,27 @@ _COUNTER_DELTA = (
         reserved_tokens=BudgetCounterRow.reserved_tokens + bindparam("d_reserved_tokens"),
     )
 )
+# The reservations being finished, locked, each with the counters it holds (one row per hold).
 _LOCK_RESERVATIONS = (
-    select(ReservationRow.id, ReservationRow.status, ReservationRow.cost_nanousd, ReservationRow.tokens)
+    select(
+        ReservationRow.id,
+        ReservationRow.status,
+        ReservationRow.cost_nanousd,
+        ReservationRow.tokens,
+        ReservationHoldRow.budget_id,
+        ReservationHoldRow.period_start,
+    )
+    .outerjoin(ReservationHoldRow, ReservationHoldRow.reservation_id == ReservationRow.id)
     .where(ReservationRow.id.in_(bindparam("ids", expanding=True)))
     .order_by(ReservationRow.id)
-    .with_for_update()
+    .with_for_update(of=ReservationRow)
 )
-_HOLDS = select(ReservationHoldRow.reservation_id, ReservationHoldRow.budget_id, ReservationHoldRow.period_start).where(
-    ReservationHoldRow.reservation_id.in_(bindparam("ids", expanding=True))
+# The tenants of new reservations (do they exist, are they active) with their budgets.
+_TENANT_BUDGETS = (
+    select(TenantRow.id.label("tenant"), TenantRow.status.label("tenant_status"), BudgetRow.__table__)
+    .outerjoin(BudgetRow, BudgetRow.tenant_id == TenantRow.id)
+    .where(TenantRow.id.in_(bindparam("tenants", expanding=True)))
 )
-_TENANTS = select(TenantRow.id, TenantRow.status).where(TenantRow.id.in_(bindparam("tenants", expanding=True)))
-_BUDGETS = select(BudgetRow.__table__).where(BudgetRow.tenant_id.in_(bindparam("tenants", expanding=True)))
 _LOCK_COUNTERS = (
     select(BudgetCounterRow.__table__)
     .where(
@@ -108,15 +118,23 @@ _FINISH = (
 
 
 class _Counter:
+    """A counter's values as this transaction sees them (its locked read plus this batch's changes)."""
+
     __slots__ = ("reserved", "reserved_tokens", "spent", "spent_tokens")
 
-    def __init__(self, spent: int, reserved: int, spent_tokens: int, reserved_tokens: int) -> None:
+    def __init__(self, spent: int = 0, reserved: int = 0, spent_tokens: int = 0, reserved_tokens: int = 0) -> None:
         self.spent, self.reserved, self.spent_tokens, self.reserved_tokens = (
             spent,
             reserved,
             spent_tokens,
             reserved_tokens,
         )
+
+    def add(self, spent: int, reserved: int, spent_tokens: int, reserved_tokens: int) -> None:
+        self.spent += spent
+        self.reserved += reserved
+        self.spent_tokens += spent_tokens
+        self.reserved_tokens += reserved_tokens
 
     def status(self, budget: Budget, start: date) -> BudgetStatus:
         return BudgetStatus(
@@ -158,66 +176,58 @@ def apply_budget_changes(
     holds_of: dict[str, list[Key]] = defaultdict(list)
     if finishes:
         ids = sorted({f.reservation_id for f in finishes})
-        held = {
-            r.id: (r.status, r.cost_nanousd, r.tokens) for r in connection.execute(_LOCK_RESERVATIONS, {"ids": ids})
-        }
-        for hold in connection.execute(_HOLDS, {"ids": ids}):
-            holds_of[hold.reservation_id].append((hold.budget_id, hold.period_start))
+        for row in connection.execute(_LOCK_RESERVATIONS, {"ids": ids}):
+            held[row.id] = (row.status, row.cost_nanousd, row.tokens)
+            if row.budget_id is not None:
+                holds_of[row.id].append((row.budget_id, row.period_start))
 
-    # 2. The budgets that apply to each new reservation, and their counters for this period. A
-    # tenant that does not exist or is suspended gets no reservation (so no call).
-    applicable: list[list[_Applicable]] = []
+    # 2. The tenants of new reservations, and the budgets that apply to each.
     tenant_status: dict[str, str] = {}
+    budgets_of: dict[str, list[_Applicable]] = defaultdict(list)
     if reserves:
-        budgets_of: dict[str, list[_Applicable]] = defaultdict(list)
         tenants = sorted({r.tenant_id for r in reserves})
-        tenant_status = {row.id: row.status for row in connection.execute(_TENANTS, {"tenants": tenants})}
-        for row in connection.execute(_BUDGETS, {"tenants": tenants}):
-            budget = Budget.from_row(row)
-            key = (budget.id, period_start(budget.period, now))
-            budgets_of[row.tenant_id].append(
-                _Applicable(budget, key, row.limit_nanousd, row.limit_tokens, budget.mode is BudgetMode.HARD)
-            )
+        for row in connection.execute(_TENANT_BUDGETS, {"tenants": tenants}):
+            tenant_status[row.tenant] = row.tenant_status
+            if row.id is not None:
+                budget = Budget.from_row(row)
+                key = (budget.id, period_start(budget.period, now))
+                hard = budget.mode is BudgetMode.HARD
+                budgets_of[row.tenant].append(_Applicable(budget, key, row.limit_nanousd, row.limit_tokens, hard))
         for entries in budgets_of.values():
             entries.sort(key=lambda entry: (entry.budget.pipeline or "", entry.budget.period))
-        for request in reserves:
-            applicable.append(
-                [
-                    entry
-                    for entry in budgets_of.get(request.tenant_id, ())
-                    if entry.budget.pipeline is None or entry.budget.pipeline == request.pipeline
-                ]
-            )
-    new_keys = sorted({entry.key for entries in applicable for entry in entries})
-    if new_keys:
-        connection.execute(
-            db.insert_ignoring_conflicts(BudgetCounterRow, "budget_id", "period_start"),
-            [
-                {
-                    "budget_id": budget_id,
-                    "period_start": start,
-                    "spent_nanousd": 0,
-                    "reserved_nanousd": 0,
-                    "spent_tokens": 0,
-                    "reserved_tokens": 0,
-                }
-                for budget_id, start in new_keys
-            ],
-        )
-    all_keys = set(new_keys).union(*holds_of.values())
-    counters: dict[Key, _Counter] = {}
-    if all_keys:
-        rows = connection.execute(
-            _LOCK_COUNTERS,
-            {"budgets": sorted({k[0] for k in all_keys}), "periods": sorted({k[1] for k in all_keys})},
-        )
-        for r in rows:
-            counters[(r.budget_id, r.period_start)] = _Counter(
-                r.spent_nanousd, r.reserved_nanousd, r.spent_tokens, r.reserved_tokens
-            )
-    before = {key: (c.spent, c.reserved, c.spent_tokens, c.reserved_tokens) for key, c in counters.items()}
+    applicable = [
+        [e for e in budgets_of.get(r.tenant_id, ()) if e.budget.pipeline is None or e.budget.pipeline == r.pipeline]
+        for r in reserves
+    ]
 
-    # 3. Finishes, in order; a reservation is finished once (a repeat changes nothing).
+    # 3. Lock (and read) the counters. Reservations need their values; finishes only change them
+    # by deltas, so on SQLite (whose write lock is already held) they are not read at all.
+    reserve_keys = {entry.key for entries in applicable for entry in entries}
+    lock_keys = set(reserve_keys)
+    if db.dialect != "sqlite":
+        lock_keys.update(*holds_of.values())
+    counters: dict[Key, _Counter] = {}
+    if lock_keys:
+        counters = _lock_counters(connection, lock_keys)
+        missing = sorted(reserve_keys - counters.keys())
+        if missing:  # the first reservation of a period: create its counters, then lock them
+            connection.execute(
+                db.insert_ignoring_conflicts(BudgetCounterRow, "budget_id", "period_start"),
+                [
+                    {"budget_id": budget_id, "period_start": start, "spent_nanousd": 0, "reserved_nanousd": 0,
+                     "spent_tokens": 0, "reserved_tokens": 0}
+                    for budget_id, start in missing
+                ],
+            )  # fmt: skip
+            counters.update(_lock_counters(connection, set(missing)))
+    deltas: dict[Key, _Counter] = defaultdict(_Counter)
+
+    def change(key: Key, spent: int, reserved: int, spent_tokens: int, reserved_tokens: int) -> None:
+        deltas[key].add(spent, reserved, spent_tokens, reserved_tokens)
+        if key in counters:
+            counters[key].add(spent, reserved, spent_tokens, reserved_tokens)
+
+    # 4. Finishes, in order; a reservation is finished once (a repeat changes nothing).
     finished: list[bool] = []
     status_updates: list[dict[str, object]] = []
     for finish in finishes:
@@ -233,15 +243,13 @@ def apply_budget_changes(
         still_reserved = status == ReservationStatus.ACTIVE
         settle = finish.action == "settle"
         for key in holds_of.get(finish.reservation_id, ()):
-            counter = counters.get(key)
-            if counter is None:
-                continue
-            if still_reserved:
-                counter.reserved -= cost
-                counter.reserved_tokens -= tokens
-            if settle:
-                counter.spent += finish.cost_nanousd
-                counter.spent_tokens += finish.tokens
+            change(
+                key,
+                finish.cost_nanousd if settle else 0,
+                -cost if still_reserved else 0,
+                finish.tokens if settle else 0,
+                -tokens if still_reserved else 0,
+            )
         new_status = _STATUS_OF_ACTION[finish.action]
         held[finish.reservation_id] = (new_status, cost, tokens)
         status_updates.append(
@@ -255,7 +263,7 @@ def apply_budget_changes(
         )
         finished.append(True)
 
-    # 4. New reservations, in order: all of a reservation's hard budgets must have room.
+    # 5. New reservations, in order: all of a reservation's hard budgets must have room.
     results: list[Reservation | PulseAIError] = []
     reservation_rows: list[dict[str, object]] = []
     hold_rows: list[dict[str, object]] = []
@@ -290,9 +298,7 @@ def apply_budget_changes(
         expires_at = now + timedelta(seconds=request.ttl_s)
         reservation_id = new_id()
         for entry in entries:
-            counter = counters[entry.key]
-            counter.reserved += cost
-            counter.reserved_tokens += tokens
+            change(entry.key, 0, cost, 0, tokens)
         soft = tuple(counters[entry.key].status(entry.budget, entry.key[1]) for entry in crossed)
         holds = tuple(BudgetHold(*entry.key) for entry in entries)
         results.append(
@@ -318,35 +324,38 @@ def apply_budget_changes(
                 for h in holds
             )
 
-    # 5. Write: counters by their deltas (in lock order), then the reservations.
-    deltas = []
-    for key in sorted(counters):
-        counter, (spent, reserved, spent_tokens, reserved_tokens) = counters[key], before[key]
-        delta = (
-            counter.spent - spent,
-            counter.reserved - reserved,
-            counter.spent_tokens - spent_tokens,
-            counter.reserved_tokens - reserved_tokens,
-        )
-        if any(delta):
-            deltas.append(
-                {
-                    "k_budget": key[0],
-                    "k_period": key[1],
-                    "d_spent": delta[0],
-                    "d_reserved": delta[1],
-                    "d_spent_tokens": delta[2],
-                    "d_reserved_tokens": delta[3],
-                }
-            )
-    if deltas:
-        connection.execute(_COUNTER_DELTA, deltas)
+    # 6. Write: counters by their deltas (in lock order), then the reservations.
+    changes = [
+        {
+            "k_budget": key[0],
+            "k_period": key[1],
+            "d_spent": delta.spent,
+            "d_reserved": delta.reserved,
+            "d_spent_tokens": delta.spent_tokens,
+            "d_reserved_tokens": delta.reserved_tokens,
+        }
+        for key, delta in sorted(deltas.items())
+        if delta.spent or delta.reserved or delta.spent_tokens or delta.reserved_tokens
+    ]
+    if changes:
+        connection.execute(_COUNTER_DELTA, changes)
     if status_updates:
         connection.execute(_FINISH, status_updates)
     if reservation_rows:
         connection.execute(_INSERT_RESERVATIONS, reservation_rows)
         connection.execute(_INSERT_HOLDS, hold_rows)
     return results, finished
+
+
+def _lock_counters(connection: Connection, keys: set[Key]) -> dict[Key, _Counter]:
+    rows = connection.execute(
+        _LOCK_COUNTERS, {"budgets": sorted({k[0] for k in keys}), "periods": sorted({k[1] for k in keys})}
+    )
+    return {
+        (r.budget_id, r.period_start): _Counter(r.spent_nanousd, r.reserved_nanousd, r.spent_tokens, r.reserved_tokens)
+        for r in rows
+        if (r.budget_id, r.period_start) in keys
+    }
 
 
 def _refusal(request: ReserveRequest, budget: Budget, start: date, counter: _Counter) -> BudgetExceededError:
