@@ -16,7 +16,7 @@ from datetime import datetime
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pydantic import SecretStr
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 
 from pulse_ai.config import NAME_PATTERN
 from pulse_ai.db.database import Database
@@ -113,21 +113,33 @@ class Credentials:
         return credentials
 
     async def check(self) -> None:
-        """``SecretKeyError`` when encrypted rows exist but no key is set, or the keys cannot read them."""
+        """``SecretKeyError`` when encrypted rows exist but no key is set, or when a row cannot be
+        decrypted with the keys (each row is tried: a rotation left half done is caught here)."""
         async with self.db.read("check stored credentials") as connection:
-            count = await connection.scalar(select(func.count()).select_from(ProviderCredentialRow))
-            sample = await connection.scalar(
-                select(ProviderCredentialRow.ciphertext).order_by(ProviderCredentialRow.updated_at.desc()).limit(1)
-            )
-        if not count:
+            rows = (
+                await connection.execute(
+                    select(
+                        ProviderCredentialRow.tenant_id,
+                        ProviderCredentialRow.provider,
+                        ProviderCredentialRow.ciphertext,
+                    )
+                )
+            ).all()
+        if not rows:
             return
         if self.keyring is None:
             raise SecretKeyError(
-                f"the database holds {count} encrypted provider credential(s) but {SECRET_KEYS_ENV} is not set; "
+                f"the database holds {len(rows)} encrypted provider credential(s) but {SECRET_KEYS_ENV} is not set; "
                 "set it to the key(s) they were encrypted with"
             )
-        assert sample is not None
-        self.keyring.decrypt(sample)
+        for row in rows:
+            try:
+                self.keyring.decrypt(row.ciphertext)
+            except SecretKeyError:
+                raise SecretKeyError(
+                    f"the credential of tenant {row.tenant_id!r} for provider {row.provider!r} cannot be decrypted "
+                    f"with any key in {SECRET_KEYS_ENV}"
+                ) from None
 
     def _require_keyring(self) -> SecretKeyring:
         if self.keyring is None:
