@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from pulse_ai import cli_admin
 from pulse_ai.cli_vectors import app as vectors_app
 from pulse_ai.client import PulseAI
 from pulse_ai.config import load_config
@@ -21,6 +22,12 @@ providers_app = typer.Typer(no_args_is_help=True, help="Configured providers.")
 app.add_typer(config_app, name="config")
 app.add_typer(providers_app, name="providers")
 app.add_typer(vectors_app, name="vectors")
+app.add_typer(cli_admin.db_app, name="db")
+app.add_typer(cli_admin.tenants_app, name="tenants")
+app.add_typer(cli_admin.keys_app, name="keys")
+app.add_typer(cli_admin.budgets_app, name="budgets")
+app.add_typer(cli_admin.usage_app, name="usage")
+app.add_typer(cli_admin.credentials_app, name="credentials")
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="A YAML configuration (default: the offline one).")

@@ -47,6 +47,7 @@ __all__ = [
     "AzureOpenAIConfig",
     "BreakerConfig",
     "CustomGatewayConfig",
+    "DatabaseConfig",
     "ErrorKind",
     "FakeConfig",
     "FallbackConfig",
@@ -246,6 +247,12 @@ class VectorStoreConfig(_Strict):
         return self
 
 
+class DatabaseConfig(_Strict):
+    """The platform's records (tenants, keys, budgets, usage): SQLite by default, PostgreSQL by URL."""
+
+    url: str = Field(default="sqlite+aiosqlite:///./data/pulse-ai.db", min_length=1)
+
+
 class PulseConfig(_Strict):
     """The whole configuration. Build it with :func:`load_config`, which also resolves models."""
 
@@ -253,6 +260,7 @@ class PulseConfig(_Strict):
     providers: dict[str, ProviderConfig] = Field(min_length=1)
     pipelines: dict[str, PipelineConfig] = Field(default_factory=dict)
     vector_store: VectorStoreConfig = Field(default_factory=VectorStoreConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
 
     @field_validator("providers", "pipelines")
     @classmethod

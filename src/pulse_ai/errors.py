@@ -4,7 +4,8 @@ Callers (and the router) decide on the *type* of an error, never on its message:
 
     PulseAIError
     ├── ConfigError                 the YAML, the catalog or a model reference is wrong
-    │   └── UnknownModelError       a model the catalog does not know and the config does not describe
+    │   ├── UnknownModelError       a model the catalog does not know and the config does not describe
+    │   └── SecretKeyError          PULSE_AI_SECRET_KEYS is missing or cannot decrypt stored credentials
     ├── InputError (ValueError)     bad input from the caller; names the offending index or field
     ├── ProviderError               a provider call failed (carries provider, model, failed_inputs)
     │   ├── RateLimitedError        429; carries retry_after when the provider said it
@@ -15,10 +16,15 @@ Callers (and the router) decide on the *type* of an error, never on its message:
     │   └── MalformedResponseError  the answer cannot be used: wrong count, wrong dimension, bad JSON
     ├── AllProvidersFailed          every candidate failed (also an ExceptionGroup of their errors);
     │                               names candidates skipped because their breaker was open
-    └── VectorStoreError            the vector store failed or refused an operation
-        ├── VectorSpaceError        a vector of the wrong space (model or dimensions) for a collection
-        ├── TenantIsolationError    a point of another tenant reached a result: refused, never returned
-        └── PurgeIncompleteError    a tenant purge could not remove everything; says what is left
+    ├── VectorStoreError            the vector store failed or refused an operation
+    │   ├── VectorSpaceError        a vector of the wrong space (model or dimensions) for a collection
+    │   ├── TenantIsolationError    a point of another tenant reached a result: refused, never returned
+    │   └── PurgeIncompleteError    a tenant purge could not remove everything; says what is left
+    ├── DatabaseError               the database is unreachable, failed, or is not at the code's schema
+    ├── NotFoundError               a tenant, key, budget or credential that does not exist
+    ├── TenantSuspendedError        the tenant exists but is suspended: no calls are made for it
+    ├── ApiKeyRefusedError          an API key is unknown, revoked, expired or malformed
+    └── BudgetExceededError         a hard budget has no room for the call; raised before any provider call
 
 Errors raised by an SDK are translated at the provider boundary and are *not* chained: the SDK's
 exception holds the provider's response body, which may echo a credential, so it is neither the
@@ -33,23 +39,30 @@ and ``attempts`` (every candidate tried), so the usage ledger records money spen
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 
 from pulse_ai.accounting import Attempt, PartialVectors, Usage
 
 __all__ = [
     "AllProvidersFailed",
+    "ApiKeyRefusedError",
     "AuthenticationError",
     "BadRequestError",
+    "BudgetExceededError",
     "ConfigError",
+    "DatabaseError",
     "InputError",
     "MalformedResponseError",
+    "NotFoundError",
     "ProviderError",
     "ProviderTimeoutError",
     "ProviderUnavailableError",
     "PulseAIError",
     "PurgeIncompleteError",
     "RateLimitedError",
+    "SecretKeyError",
     "TenantIsolationError",
+    "TenantSuspendedError",
     "UnknownModelError",
     "VectorSpaceError",
     "VectorStoreError",
@@ -242,6 +255,95 @@ class PurgeIncompleteError(VectorStoreError):
         self.failures: tuple[str, ...] = tuple(failures)
         self.removed: tuple[str, ...] = tuple(removed)
         super().__init__(f"purge of tenant {tenant!r} is incomplete: {'; '.join(self.failures)}")
+
+
+class SecretKeyError(ConfigError):
+    """The keys in ``PULSE_AI_SECRET_KEYS`` are missing, malformed, or cannot decrypt stored credentials."""
+
+
+class DatabaseError(PulseAIError):
+    """The database failed (unreachable, locked, a constraint) or its schema is not the code's.
+
+    The message names the operation; SQL parameters (which may hold secrets) are never included."""
+
+
+class NotFoundError(PulseAIError):
+    """A tenant, API key, budget or credential that does not exist."""
+
+
+class TenantSuspendedError(PulseAIError):
+    """The tenant is suspended: calls for it are refused before any provider is called."""
+
+    def __init__(self, tenant_id: str) -> None:
+        self.tenant_id = tenant_id
+        super().__init__(f"tenant {tenant_id!r} is suspended")
+
+
+class ApiKeyRefusedError(PulseAIError):
+    """An API key was refused. ``reason`` (unknown, revoked, expired, malformed, suspended) is for
+    logs and metrics; the message never repeats the key."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"API key refused ({reason})")
+
+
+class BudgetExceededError(PulseAIError):
+    """A hard budget has no room for the call's worst-case cost; raised before any provider is called.
+
+    ``scope`` is the budget's pipeline, or ``"all"`` for a tenant-wide budget. Money is in USD
+    (``Decimal``); a token budget sets ``limit_tokens``/``spent_tokens`` instead or as well."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: str,
+        scope: str,
+        period: str,
+        period_start: str,
+        limit_usd: object = None,
+        spent_usd: object = None,
+        reserved_usd: object = None,
+        requested_usd: object = None,
+        limit_tokens: int | None = None,
+        spent_tokens: int | None = None,
+        reserved_tokens: int | None = None,
+        requested_tokens: int | None = None,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.scope = scope
+        self.period = period
+        self.period_start = period_start
+        self.limit_usd = limit_usd
+        self.spent_usd = spent_usd
+        self.reserved_usd = reserved_usd
+        self.requested_usd = requested_usd
+        self.limit_tokens = limit_tokens
+        self.spent_tokens = spent_tokens
+        self.reserved_tokens = reserved_tokens
+        self.requested_tokens = requested_tokens
+        parts = []
+        if limit_usd is not None:
+            parts.append(
+                f"limit {_usd(limit_usd)}, spent {_usd(spent_usd)}, reserved {_usd(reserved_usd)}, "
+                f"this call needs {_usd(requested_usd)}"
+            )
+        if limit_tokens is not None:
+            parts.append(
+                f"limit {limit_tokens} tokens, spent {spent_tokens}, reserved {reserved_tokens}, "
+                f"this call needs {requested_tokens}"
+            )
+        super().__init__(
+            f"budget exceeded for tenant {tenant_id!r}, scope {scope} ({period} from {period_start}): "
+            + "; ".join(parts)
+        )
+
+
+def _usd(value: object) -> str:
+    if isinstance(value, Decimal):
+        cents = value.quantize(Decimal("0.01"))
+        return f"${cents:f}" if cents == value else f"${value.normalize():f}"
+    return f"${value}"
 
 
 def _summarise_indices(indices: Sequence[int], shown: int = 20) -> str:
