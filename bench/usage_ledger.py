@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from pulse_ai.db import Database, Tenants  # noqa: E402
 from pulse_ai.db.models import UsageRecordRow  # noqa: E402
-from pulse_ai.usage import Usage, UsageRow  # noqa: E402
+from pulse_ai.usage import UsageRow, UsageServices  # noqa: E402
 from pulse_ai.usage.reports import nearest_rank  # noqa: E402
 
 COST = Decimal("0.0000123")
@@ -75,7 +75,7 @@ async def operation() -> None:
 async def measure(url: str, calls: int, concurrency: int, serial_calls: int, max_delay_ms: float) -> dict[str, Any]:
     db = await Database.open(url, upgrade=True)
     tenant = (await Tenants(db).create(f"bench-{secrets.token_hex(4)}")).id
-    usage = Usage(db, max_delay_s=max_delay_ms / 1000, sweep_interval_s=None)
+    usage = UsageServices(db, max_delay_s=max_delay_ms / 1000, sweep_interval_s=None)
     await usage.budgets.set(tenant, limit_usd=Decimal(1_000_000), period="month")
     await usage.budgets.set(tenant, pipeline="embedding", limit_usd=Decimal(1_000_000), period="day")
 
@@ -120,7 +120,7 @@ async def measure(url: str, calls: int, concurrency: int, serial_calls: int, max
         rows = await connection.scalar(
             select(func.count()).select_from(UsageRecordRow).where(UsageRecordRow.tenant_id == tenant)
         )
-    statuses = await Usage(db).budgets.status(tenant)
+    statuses = await UsageServices(db).budgets.status(tenant)
     await db.close()
     expected_calls = 200 + calls + serial_calls
     verified = rows == expected_calls and all(

@@ -16,7 +16,7 @@ from pulse_ai.db import Database, ReservationStatus, Tenants
 from pulse_ai.db.models import ReservationRow
 from pulse_ai.db.types import utcnow
 from pulse_ai.errors import BudgetExceededError, InputError, NotFoundError, TenantSuspendedError
-from pulse_ai.usage import Usage
+from pulse_ai.usage import UsageServices
 from pulse_ai.usage.budget_types import period_start
 from tests.db.conftest import unique_tenant_id
 
@@ -24,20 +24,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-async def usage(db: Database) -> AsyncIterator[Usage]:
-    usage = Usage(db, sweep_interval_s=None)
+async def usage(db: Database) -> AsyncIterator[UsageServices]:
+    usage = UsageServices(db, sweep_interval_s=None)
     yield usage
     await usage.close()
 
 
-async def _try(usage: Usage, tenant: str, cost: Decimal, pipeline: str | None = "summarize") -> object:
+async def _try(usage: UsageServices, tenant: str, cost: Decimal, pipeline: str | None = "summarize") -> object:
     try:
         return await usage.budgets.reserve(tenant, pipeline, cost, tokens=10)
     except BudgetExceededError as error:
         return error
 
 
-async def test_200_concurrent_reservations_admit_exactly_what_fits(usage: Usage, tenant: str) -> None:
+async def test_200_concurrent_reservations_admit_exactly_what_fits(usage: UsageServices, tenant: str) -> None:
     # $0.37 a call against $18.50: exactly 50 fit.
     await usage.budgets.set(tenant, limit_usd=Decimal("18.50"), period="day")
     cost = Decimal("0.37")
@@ -58,7 +58,7 @@ async def test_200_concurrent_reservations_admit_exactly_what_fits(usage: Usage,
 
 
 async def test_reservations_from_several_processes_share_one_budget(db: Database, db_url: str, tenant: str) -> None:
-    usage = Usage(db, sweep_interval_s=None)
+    usage = UsageServices(db, sweep_interval_s=None)
     await usage.budgets.set(tenant, limit_usd=Decimal(50), period="month")
     await usage.close()
     start_at = str(time.time() + 4)  # after every child has started and imported
@@ -76,11 +76,11 @@ async def test_reservations_from_several_processes_share_one_budget(db: Database
         assert child.returncode == 0
         granted.append(int(out.decode().strip()))
     assert sum(granted) == 50
-    (status,) = await Usage(db).budgets.status(tenant)
+    (status,) = await UsageServices(db).budgets.status(tenant)
     assert status.spent_usd == Decimal(50) and status.reserved_usd == 0
 
 
-async def test_the_refusal_names_tenant_scope_limit_spent_and_period(usage: Usage, tenant: str) -> None:
+async def test_the_refusal_names_tenant_scope_limit_spent_and_period(usage: UsageServices, tenant: str) -> None:
     await usage.budgets.set(tenant, pipeline="summarize", limit_usd=Decimal("1.00"), period="month")
     reservation = await usage.budgets.reserve(tenant, "summarize", Decimal("0.75"))
     await usage.budgets.settle(reservation, Decimal("0.75"))
@@ -100,7 +100,7 @@ async def test_the_refusal_names_tenant_scope_limit_spent_and_period(usage: Usag
     await usage.budgets.reserve(tenant, "other", Decimal("5"))
 
 
-async def test_all_applicable_budgets_move_together_or_not_at_all(usage: Usage, tenant: str) -> None:
+async def test_all_applicable_budgets_move_together_or_not_at_all(usage: UsageServices, tenant: str) -> None:
     await usage.budgets.set(tenant, limit_usd=Decimal(10), period="month")  # tenant-wide: room
     await usage.budgets.set(tenant, pipeline="summarize", limit_usd=Decimal(1), period="day")  # no room
     with pytest.raises(BudgetExceededError, match="summarize"):
@@ -113,7 +113,7 @@ async def test_all_applicable_budgets_move_together_or_not_at_all(usage: Usage, 
     assert statuses[None].reserved_usd == Decimal("0.5") == statuses["summarize"].reserved_usd
 
 
-async def test_token_budgets(usage: Usage, tenant: str) -> None:
+async def test_token_budgets(usage: UsageServices, tenant: str) -> None:
     await usage.budgets.set(tenant, limit_tokens=1000, period="day")
     first = await usage.budgets.reserve(tenant, None, Decimal(0), tokens=800)
     with pytest.raises(BudgetExceededError, match="1000 tokens"):
@@ -122,7 +122,7 @@ async def test_token_budgets(usage: Usage, tenant: str) -> None:
     await usage.budgets.reserve(tenant, None, Decimal(0), tokens=300)
 
 
-async def test_a_soft_budget_never_blocks_and_says_it_was_crossed(usage: Usage, tenant: str) -> None:
+async def test_a_soft_budget_never_blocks_and_says_it_was_crossed(usage: UsageServices, tenant: str) -> None:
     await usage.budgets.set(tenant, limit_usd=Decimal(1), mode="soft")
     reservations = await asyncio.gather(*(usage.budgets.reserve(tenant, None, Decimal("0.3")) for _ in range(10)))
     crossed = [r for r in reservations if r.soft_exceeded]
@@ -132,7 +132,7 @@ async def test_a_soft_budget_never_blocks_and_says_it_was_crossed(usage: Usage, 
     assert status.reserved_usd == Decimal(3)
 
 
-async def test_settle_may_be_higher_or_lower_and_release_is_idempotent(usage: Usage, tenant: str) -> None:
+async def test_settle_may_be_higher_or_lower_and_release_is_idempotent(usage: UsageServices, tenant: str) -> None:
     await usage.budgets.set(tenant, limit_usd=Decimal(10))
     low, high, dropped = [await usage.budgets.reserve(tenant, None, Decimal(1)) for _ in range(3)]
     assert await usage.budgets.settle(low, Decimal("0.25"))
@@ -145,7 +145,7 @@ async def test_settle_may_be_higher_or_lower_and_release_is_idempotent(usage: Us
     assert (status.spent_usd, status.reserved_usd) == (Decimal("1.75"), Decimal(0))
 
 
-async def test_expired_reservations_are_released_by_the_sweep(usage: Usage, tenant: str, db: Database) -> None:
+async def test_expired_reservations_are_released_by_the_sweep(usage: UsageServices, tenant: str, db: Database) -> None:
     await usage.budgets.set(tenant, limit_usd=Decimal(1))
     abandoned = await usage.budgets.reserve(tenant, None, Decimal("0.9"), ttl_s=0.05)
     with pytest.raises(BudgetExceededError):
@@ -164,7 +164,7 @@ async def test_expired_reservations_are_released_by_the_sweep(usage: Usage, tena
 
 
 async def test_the_writer_sweeps_on_its_own(db: Database, tenant: str) -> None:
-    usage = Usage(db, sweep_interval_s=0.05)
+    usage = UsageServices(db, sweep_interval_s=0.05)
     try:
         await usage.budgets.set(tenant, limit_usd=Decimal(1))
         await usage.budgets.reserve(tenant, None, Decimal(1), ttl_s=0.01)
@@ -178,13 +178,13 @@ async def test_the_writer_sweeps_on_its_own(db: Database, tenant: str) -> None:
         await usage.close()
 
 
-async def test_without_budgets_a_reservation_holds_nothing(usage: Usage, tenant: str) -> None:
+async def test_without_budgets_a_reservation_holds_nothing(usage: UsageServices, tenant: str) -> None:
     reservation = await usage.budgets.reserve(tenant, "summarize", Decimal(100))
     assert reservation.holds == () and reservation.cost_usd == Decimal(100)
     assert await usage.budgets.settle(reservation, Decimal(1)) and not await usage.budgets.release(reservation)
 
 
-async def test_bad_budget_input_is_refused(usage: Usage, tenant: str) -> None:
+async def test_bad_budget_input_is_refused(usage: UsageServices, tenant: str) -> None:
     with pytest.raises(InputError):
         await usage.budgets.set(tenant)
     with pytest.raises(InputError):
@@ -199,7 +199,7 @@ async def test_bad_budget_input_is_refused(usage: Usage, tenant: str) -> None:
     assert await usage.budgets.delete(tenant, period="day") and await usage.budgets.list(tenant) == []
 
 
-async def test_a_cancelled_reserver_does_not_keep_the_money(usage: Usage, tenant: str) -> None:
+async def test_a_cancelled_reserver_does_not_keep_the_money(usage: UsageServices, tenant: str) -> None:
     await usage.budgets.set(tenant, limit_usd=Decimal(1))
     task = asyncio.create_task(usage.budgets.reserve(tenant, None, Decimal(1)))
     await asyncio.sleep(0)  # queued, not yet committed
@@ -215,7 +215,11 @@ async def test_a_cancelled_reserver_does_not_keep_the_money(usage: Usage, tenant
     await usage.budgets.reserve(tenant, None, Decimal(1))
 
 
-async def test_unknown_and_suspended_tenants_get_no_reservation(usage: Usage, db: Database, tenant: str) -> None:
+async def test_unknown_and_suspended_tenants_get_no_reservation(
+    usage: UsageServices, db: Database, tenant: str
+) -> None:
+    usage: UsageServices, db: Database, tenant: str
+) -> None:
     with pytest.raises(NotFoundError):
         await usage.budgets.reserve(unique_tenant_id("nobody"), None, Decimal(0))
     await Tenants(db).suspend(tenant)

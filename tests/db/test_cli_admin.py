@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from pulse_ai.cli import app
 from pulse_ai.db import ApiKeys, Database, SecretKeyring
 from pulse_ai.errors import ApiKeyRefusedError
-from pulse_ai.usage import Usage, UsageRow
+from pulse_ai.usage import UsageRow, UsageServices
 from tests.db.conftest import unique_tenant_id
 
 runner = CliRunner()
@@ -28,7 +28,7 @@ def invoke(*args: str, input: str | None = None, env: dict[str, str] | None = No
 
 async def _record_usage(url: str, tenant: str) -> None:
     db = await Database.open(url)
-    usage = Usage(db, sweep_interval_s=None)
+    usage = UsageServices(db, sweep_interval_s=None)
     reservation = await usage.budgets.reserve(tenant, "summarize", Decimal("0.02"), tokens=500)
     rows = [
         UsageRow(

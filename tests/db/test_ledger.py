@@ -22,7 +22,7 @@ from pulse_ai.errors import (
     ProviderTimeoutError,
     RateLimitedError,
 )
-from pulse_ai.usage import Outcome, Usage, UsageLedger, UsageRow, outcome_of
+from pulse_ai.usage import Outcome, UsageLedger, UsageRow, UsageServices, outcome_of
 from tests.db.conftest import unique_tenant_id
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +76,7 @@ async def test_rows_are_stored_exactly(db: Database, tenant: str) -> None:
 
 
 async def test_64_concurrent_callers_share_a_few_transactions(db: Database, tenant: str) -> None:
-    usage = Usage(db, sweep_interval_s=None)
+    usage = UsageServices(db, sweep_interval_s=None)
     rows = [row(tenant, request_id=f"req-{n}") for n in range(128)]
     await asyncio.gather(*(usage.ledger.record([r]) for r in rows))
     assert usage.writer.jobs == 128 and usage.writer.batches <= 4
@@ -85,7 +85,7 @@ async def test_64_concurrent_callers_share_a_few_transactions(db: Database, tena
 
 
 async def test_one_bad_row_fails_only_its_caller(db: Database, tenant: str) -> None:
-    usage = Usage(db, sweep_interval_s=None)
+    usage = UsageServices(db, sweep_interval_s=None)
     good = [row(tenant, request_id=f"ok-{n}") for n in range(20)]
     bad = row(unique_tenant_id("nobody"))  # valid id, no such tenant: the foreign key refuses it
     results = await asyncio.gather(*(usage.ledger.record([r]) for r in [*good, bad]), return_exceptions=True)
@@ -96,7 +96,7 @@ async def test_one_bad_row_fails_only_its_caller(db: Database, tenant: str) -> N
 
 
 async def test_rows_and_settlement_commit_together(db: Database, tenant: str) -> None:
-    usage = Usage(db, sweep_interval_s=None)
+    usage = UsageServices(db, sweep_interval_s=None)
     await usage.budgets.set(tenant, limit_usd=Decimal(1))
     reservation = await usage.budgets.reserve(tenant, "embedding", Decimal("0.5"), tokens=100)
     # a failing row rolls the settlement back with it
@@ -138,7 +138,7 @@ async def test_invalid_rows_are_refused_before_anything_is_written(
 
 async def test_an_outage_is_a_database_error() -> None:
     engine = create_async_engine("postgresql+asyncpg://postgres@127.0.0.1:1/none", hide_parameters=True)
-    usage = Usage(Database(engine))
+    usage = UsageServices(Database(engine))
     with pytest.raises(DatabaseError, match="commit"):
         await usage.ledger.record([row("acme")])
     with pytest.raises(DatabaseError):  # budgets fail closed: no reservation, no call

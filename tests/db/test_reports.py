@@ -9,7 +9,7 @@ import pytest
 
 from pulse_ai.db import Database, Tenants
 from pulse_ai.errors import InputError
-from pulse_ai.usage import Usage, UsageRow
+from pulse_ai.usage import UsageRow, UsageServices
 from pulse_ai.usage.reports import nearest_rank
 from tests.db.conftest import unique_tenant_id
 
@@ -53,7 +53,7 @@ async def _seed(db: Database) -> tuple[str, str]:
         _row(mine, "d", 1, operation="stream", outcome="abandoned", latency_ms=30.0),
     ]
     rows += [_row(theirs, f"x{n}", 1, billed_usd=Decimal(5), latency_ms=999.0) for n in range(5)]
-    usage = Usage(db, sweep_interval_s=None)
+    usage = UsageServices(db, sweep_interval_s=None)
     await usage.ledger.record(rows)
     await usage.close()
     return mine, theirs
@@ -61,7 +61,7 @@ async def _seed(db: Database) -> tuple[str, str]:
 
 async def test_a_report_by_model_adds_up(db: Database) -> None:
     mine, _ = await _seed(db)
-    report = {r.key: r for r in await Usage(db).reports.summary(mine, since=date(2026, 11, 1), by="model")}
+    report = {r.key: r for r in await UsageServices(db).reports.summary(mine, since=date(2026, 11, 1), by="model")}
     assert set(report) == {"openai/gpt-4o-mini", "gateway/llama", "openai/text-embedding-3-small"}
     gpt = report["openai/gpt-4o-mini"]
     assert (gpt.requests, gpt.attempts, gpt.errors) == (3, 3, 1)  # a, b, d; the 429 is an error
@@ -74,7 +74,7 @@ async def test_a_report_by_model_adds_up(db: Database) -> None:
 
 async def test_other_groupings(db: Database) -> None:
     mine, _ = await _seed(db)
-    reports = Usage(db).reports
+    reports = UsageServices(db).reports
     by_day = {r.key: r.attempts for r in await reports.summary(mine, since=date(2026, 11, 1), by="day")}
     assert by_day == {"2026-11-02": 4, "2026-11-03": 1}
     by_pipeline = {r.key: r.requests for r in await reports.summary(mine, date(2026, 11, 1), by="pipeline")}
@@ -89,7 +89,7 @@ async def test_other_groupings(db: Database) -> None:
 
 async def test_a_tenant_report_never_holds_another_tenants_rows(db: Database) -> None:
     mine, theirs = await _seed(db)
-    reports = Usage(db).reports
+    reports = UsageServices(db).reports
     for by in ("model", "pipeline", "day", "provider"):
         rows = await reports.summary(mine, since=date(2026, 11, 1), by=by)  # type: ignore[arg-type]
         assert rows and all(r.tenant_id == mine for r in rows)

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from pulse_ai.db import Database
 from pulse_ai.errors import BudgetExceededError
-from pulse_ai.usage import Usage, UsageRow
+from pulse_ai.usage import UsageRow, UsageServices
 
 
 async def reserve(url: str, tenant_id: str, count: int, start_at: float) -> None:
@@ -17,7 +17,7 @@ async def reserve(url: str, tenant_id: str, count: int, start_at: float) -> None
     at a time (so this process's transactions interleave with the others'), settle the ones
     granted, and print how many were."""
     db = await Database.open(url)
-    usage = Usage(db)
+    usage = UsageServices(db)
     in_flight = asyncio.Semaphore(4)
     await asyncio.sleep(max(0.0, start_at - time.time()))
 
@@ -39,7 +39,7 @@ async def reserve(url: str, tenant_id: str, count: int, start_at: float) -> None
 async def record_forever(url: str, tenant_id: str) -> None:
     """Record usage rows from 32 concurrent callers until killed; print each row id once committed."""
     db = await Database.open(url)
-    usage = Usage(db)
+    usage = UsageServices(db)
     out = sys.stdout
 
     async def caller(number: int) -> None:

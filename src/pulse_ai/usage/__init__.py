@@ -1,6 +1,6 @@
 """Usage: the ledger (one row per attempt), budgets (reserve / settle / release) and reports.
 
-usage = Usage(db)                     # one group-commit writer shared by ledger and budgets
+usage = UsageServices(db)                    # one group-commit writer shared by ledger and budgets
 reservation = await usage.budgets.reserve("acme", "summarize", Decimal("0.002"), tokens=900)
 ...                                   # the call
 await usage.ledger.record(rows, settle=[(reservation, Decimal("0.0013"), 610)])
@@ -27,16 +27,16 @@ __all__ = [
     "Operation",
     "Outcome",
     "Reservation",
-    "Usage",
     "UsageLedger",
     "UsageReports",
     "UsageRow",
+    "UsageServices",
     "UsageSummaryRow",
     "outcome_of",
 ]
 
 
-class Usage:
+class UsageServices:
     """The ledger, budgets and reports over one database, sharing one group-commit writer, so a
     call's settlement and its usage rows commit together and reservations batch with them."""
 
@@ -56,7 +56,7 @@ class Usage:
         self.budgets = Budgets(db, self.writer)
         self.reports = UsageReports(db)
 
-    async def __aenter__(self) -> Usage:
+    async def __aenter__(self) -> UsageServices:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -23,7 +23,7 @@ from pulse_ai.usage.rows import Outcome
 __all__ = ["GroupBy", "UsageReports", "UsageSummaryRow"]
 
 GroupBy = Literal["model", "pipeline", "day", "provider"]
-_NOT_ERRORS = (Outcome.OK.value, Outcome.ABANDONED.value, Outcome.CANCELLED.value)
+_NOT_ERRORS = tuple(outcome.value for outcome in Outcome if not outcome.is_error)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ class Operation(StrEnum):
 
 class Outcome(StrEnum):
     OK = "ok"
+    CACHED = "cached"  # served from a cache: billed 0, avoided_usd what the provider would have cost
     ABANDONED = "abandoned"  # a stream the caller stopped reading
     CANCELLED = "cancelled"
     RATE_LIMITED = "rate_limited"
@@ -43,12 +44,13 @@ class Outcome(StrEnum):
     MALFORMED = "malformed"
     BAD_REQUEST = "bad_request"
     AUTHENTICATION = "authentication"
+    BAD_INPUT = "bad_input"
     BUDGET_EXCEEDED = "budget_exceeded"
     ERROR = "error"
 
     @property
     def is_error(self) -> bool:
-        return self not in (Outcome.OK, Outcome.ABANDONED, Outcome.CANCELLED)
+        return self not in (Outcome.OK, Outcome.CACHED, Outcome.ABANDONED, Outcome.CANCELLED)
 
 
 _ERROR_OUTCOMES: tuple[tuple[type[BaseException], Outcome], ...] = (
