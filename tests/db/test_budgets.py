@@ -218,8 +218,6 @@ async def test_a_cancelled_reserver_does_not_keep_the_money(usage: UsageServices
 async def test_unknown_and_suspended_tenants_get_no_reservation(
     usage: UsageServices, db: Database, tenant: str
 ) -> None:
-    usage: UsageServices, db: Database, tenant: str
-) -> None:
     with pytest.raises(NotFoundError):
         await usage.budgets.reserve(unique_tenant_id("nobody"), None, Decimal(0))
     await Tenants(db).suspend(tenant)
