@@ -65,8 +65,10 @@ async def run(data: Path, max_docs: int | None, store_path: Path) -> dict[str, o
         "providers: {local: {type: sentence_transformers, models: [{name: all-MiniLM-L6-v2}]}}\n"
         "pipelines: {embedding: {kind: embedding, candidates: [local/all-MiniLM-L6-v2]}}\n"
         f"vector_store: {{backend: embedded, path: '{store_path}', layout: per_tenant_table}}\n"
+        f"database: {{url: 'sqlite+aiosqlite:///{store_path}.db'}}\n"
     )
     async with PulseAI.from_yaml(config) as ai:
+        await (await ai.platform()).tenants.create("bench")
         indexer = ai.indexer()
         indexer.embed_batch_size = 1024
         started = time.perf_counter()

@@ -1,13 +1,20 @@
 from __future__ import annotations
 
+import asyncio
 import os
+import tempfile
 from collections.abc import Iterator
 
 import pytest
 
+from pulse_ai import PulseAI
 from tests.fakes.openai_server import FakeOpenAIServer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Every PulseAI of the suite records its usage in a database of this run, not in ./data.
+os.environ.setdefault(
+    "PULSE_AI_DATABASE_URL", f"sqlite+aiosqlite:///{tempfile.mkdtemp(prefix='pulse-ai-tests-')}/pulse-ai.db"
+)
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +63,24 @@ def openai_yaml(
         f"{extra}"
         f"    models: {models}\n"
     )
+
+
+# The tenants the suite's indexing and search tests use: tenants must exist before they make calls.
+SUITE_TENANTS = ("acme", "globex", "initech", "lab", "other-lab", "acme-shop", "globex-bank")
+
+
+async def create_tenants(ai: PulseAI, *tenant_ids: str) -> None:
+    tenants = (await ai.platform()).tenants
+    for tenant_id in tenant_ids or SUITE_TENANTS:
+        await tenants.create(tenant_id)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _suite_tenants() -> None:
+    """Create the suite's tenants once, in the database of this run."""
+
+    async def create() -> None:
+        async with PulseAI.from_yaml("providers:\n  f: {type: fake, models: [{name: gpt-4o-mini}]}\n") as ai:
+            await create_tenants(ai)
+
+    asyncio.run(create())

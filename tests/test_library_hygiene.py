@@ -46,11 +46,11 @@ def test_the_bundled_model_loads_without_offline_variables() -> None:
 
 
 async def test_token_estimates_of_large_batches_run_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    threads: list[str] = []
+    threads: list[tuple[int, str]] = []
     real = pulse_ai.tokens._estimate_all
 
     def spy(texts: list[str]) -> list[int]:
-        threads.append(threading.current_thread().name)
+        threads.append((len(texts), threading.current_thread().name))
         return real(texts)
 
     monkeypatch.setattr(pulse_ai.tokens, "_estimate_all", spy)
@@ -59,8 +59,11 @@ async def test_token_estimates_of_large_batches_run_off_the_event_loop(monkeypat
         await ai.embed(["short"], model="a/text-embedding-3-small")
         long_texts = ["lorem ipsum dolor sit amet " * 400 for _ in range(64)]  # 700 KB
         await ai.embed(long_texts, model="a/text-embedding-3-small")
-    assert threads[0] == threading.current_thread().name  # a small batch: not worth a thread
-    assert threads[1] != threading.current_thread().name
+    loop_thread = threading.current_thread().name
+    small = {thread for count, thread in threads if count == 1}
+    large = {thread for count, thread in threads if count == 64}
+    assert small == {loop_thread}  # a small batch: not worth a thread
+    assert large and loop_thread not in large  # every estimate of the large one ran off the loop
 
 
 async def test_aclose_closes_everything_even_when_one_close_fails() -> None:

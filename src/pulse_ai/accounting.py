@@ -8,6 +8,7 @@ Money is ``Decimal`` USD, never float.
 
 from __future__ import annotations
 
+import contextvars
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -18,7 +19,7 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     from pulse_ai.errors import PulseAIError
 
-__all__ = ["ZERO_USD", "Attempt", "PartialVectors", "Usage"]
+__all__ = ["ZERO_USD", "Attempt", "PartialVectors", "Usage", "attempt_sink", "note_attempt"]
 
 ZERO_USD = Decimal(0)
 
@@ -103,3 +104,14 @@ class PartialVectors:
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
+
+
+# The attempts finished so far in the current task (set by the metering layer): when a call is
+# cancelled mid-way, what its finished attempts consumed is still recorded.
+attempt_sink: contextvars.ContextVar[list[Attempt] | None] = contextvars.ContextVar("attempt_sink", default=None)
+
+
+def note_attempt(attempt: Attempt) -> None:
+    sink = attempt_sink.get()
+    if sink is not None:
+        sink.append(attempt)

@@ -1,4 +1,9 @@
-"""The facade: one object that serves embeddings, generation and vectors from a configuration."""
+"""The facade: one object that serves embeddings, generation and vectors from a configuration.
+
+``ai.tenant("acme")`` is the tenant-bound view every tenant's work goes through; calls made on the
+facade itself run as the reserved system tenant (platform-internal work), on the same path:
+budget -> (cache) -> router -> providers, and one usage row per attempt in the ledger.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,21 @@ from importlib import resources
 from pathlib import Path
 from types import TracebackType
 
+from pulse_ai.accounting import Attempt, Usage
 from pulse_ai.catalog import Capability, ModelSpec
 from pulse_ai.config import FallbackConfig, LoadedConfig, PipelineConfig, load_config, load_config_text
+from pulse_ai.context import SYSTEM_TENANT, CallContext
+from pulse_ai.db import IndexRuns, TenantSettings
 from pulse_ai.errors import InputError
+from pulse_ai.metering import Meter, Route
+from pulse_ai.platform import Platform, PlatformHolder
 from pulse_ai.providers.base import HealthStatus, Provider
 from pulse_ai.providers.registry import create_provider
 from pulse_ai.routing import HealthRegistry, Router, probe
 from pulse_ai.streams import GenerationStream
+from pulse_ai.tenancy import TenantAI
 from pulse_ai.types import EmbeddingResult, GenerationParams, GenerationResult, Message
+from pulse_ai.usage import UsageServices
 from pulse_ai.vectors import Indexer, VectorSpace, VectorStore, open_vector_store
 
 __all__ = ["DEFAULT_CONFIG", "PulseAI"]
@@ -27,8 +39,8 @@ Messages = str | Sequence[Message | dict[str, str]]
 class PulseAI:
     """Embeddings and generation across providers, by ``provider/model`` or by pipeline name.
 
-    Providers are created on first use. Use ``async with PulseAI.from_config(...) as ai:`` or call
-    ``aclose()`` to release their clients.
+    Providers, the vector store and the database are opened on first use. Use
+    ``async with PulseAI.from_config(...) as ai:`` or call ``aclose()`` to release them.
     """
 
     def __init__(self, loaded: LoadedConfig) -> None:
@@ -38,6 +50,9 @@ class PulseAI:
         self._direct_routers: dict[tuple[str, Capability], Router] = {}
         self.health = HealthRegistry()
         self._vector_store: VectorStore | None = None
+        self._platform = PlatformHolder(loaded.config.database)
+        self.meter = Meter(self._usage_services)
+        self.system = TenantAI(self, CallContext(SYSTEM_TENANT))
 
     @classmethod
     def from_config(cls, path: str | Path) -> PulseAI:
@@ -110,16 +125,45 @@ class PulseAI:
         return self._vector_store
 
     def indexer(self, pipeline: str = "embedding") -> Indexer:
-        """Indexing and search of tenants' records with an embedding pipeline and the vector store."""
-        return Indexer(_PipelineEmbedder(self, pipeline), self.vector_store())
+        """Indexing and search of tenants' records with an embedding pipeline and the vector store.
+        What a tenant's records and queries cost to embed is that tenant's; each ``index`` run is
+        recorded in ``index_runs``."""
+        return PlatformIndexer(self, pipeline)
+
+    # ---- tenants and the platform's records ------------------------------------------------
+    def tenant(self, tenant_id: str, *, api_key_id: str | None = None) -> TenantAI:
+        """This facade bound to one tenant (a lowercase slug; it must exist and be active:
+        ``pulse-ai tenants create`` or ``(await ai.platform()).tenants.create(...)``)."""
+        return TenantAI(self, CallContext(tenant_id, api_key_id=api_key_id))
+
+    async def platform(self) -> Platform:
+        """The database and its modules (tenants, API keys, budgets, usage, index runs), opened
+        on first use; the SQLite default is created and migrated then."""
+        return await self._platform.get()
+
+    async def _usage_services(self) -> UsageServices:
+        return (await self._platform.get()).usage
+
+    async def tenant_settings(self, tenant_id: str) -> TenantSettings | None:
+        """A tenant's AI settings (cached for a few seconds); None for the system tenant."""
+        if tenant_id == SYSTEM_TENANT:
+            return None
+        return await (await self._platform.get()).settings(tenant_id)
+
+    def route(self, model: str | None, pipeline: str | None, capability: Capability) -> Route:
+        """How a call goes: the router (one model for ``model=``) and the models it may use."""
+        router = self._route(model, pipeline, capability)
+        return Route(
+            _Routed(router), None if model is not None else router.name, tuple(c.model for c in router.candidates)
+        )
 
     # ---- capabilities --------------------------------------------------------------------
     async def embed(
         self, texts: Sequence[str], *, model: str | None = None, pipeline: str | None = None
     ) -> EmbeddingResult:
         """Embed ``texts`` with one model (``provider/model``) or through a pipeline (default:
-        the pipeline named ``embedding``)."""
-        return await self._route(model, pipeline, Capability.EMBEDDING).embed(texts)
+        the pipeline named ``embedding``), as the system tenant."""
+        return await self.system.embed(texts, model=model, pipeline=pipeline)
 
     async def generate(
         self,
@@ -129,7 +173,7 @@ class PulseAI:
         pipeline: str | None = None,
         params: GenerationParams | None = None,
     ) -> GenerationResult:
-        return await self._route(model, pipeline, Capability.GENERATION).generate(messages, params)
+        return await self.system.generate(messages, model=model, pipeline=pipeline, params=params)
 
     def stream(
         self,
@@ -141,21 +185,26 @@ class PulseAI:
     ) -> GenerationStream:
         """A streamed answer; use it as ``async with ai.stream(...) as stream: async for delta in
         stream`` so that leaving early closes the provider's stream and frees its slot at once."""
-        return self._route(model, pipeline, Capability.GENERATION).stream(messages, params)
+        return self.system.stream(messages, model=model, pipeline=pipeline, params=params)
 
     async def check_providers(self) -> dict[str, list[HealthStatus]]:
         """A real, cheap call to every candidate of every pipeline, by pipeline name; models in no
         pipeline are reported under the empty name."""
         report: dict[str, list[HealthStatus]] = {}
         covered: set[str] = set()
+        probed: list[tuple[ModelSpec, HealthStatus]] = []
         for name in self.loaded.config.pipelines:
             router = self.router(name)
             report[name] = await router.health_check()
+            probed.extend((c.model, status) for c, status in zip(router.candidates, report[name], strict=True))
             covered.update(candidate.ref for candidate in router.candidates)
         loose = [ref for ref in self.loaded.models if ref not in covered]
         for ref in loose:
-            status, _ = await probe(*self.model(ref))
+            provider, spec = self.model(ref)
+            status, _ = await probe(provider, spec)
             report.setdefault("", []).append(status)
+            probed.append((spec, status))
+        await self.meter.record_health([_health_attempt(spec, status) for spec, status in probed], self.system.context)
         return report
 
     def _route(self, model: str | None, pipeline: str | None, capability: Capability) -> Router:
@@ -181,6 +230,7 @@ class PulseAI:
         self._routers.clear()
         self._direct_routers.clear()
         async with AsyncExitStack() as stack:
+            stack.push_async_callback(self._platform.close)  # last: the ledger flushes first
             for provider in providers:
                 stack.push_async_callback(provider.aclose)
             if store is not None:
@@ -195,16 +245,63 @@ class PulseAI:
         await self.aclose()
 
 
-class _PipelineEmbedder:
-    """An embedding pipeline of a PulseAI, as the indexer's ``Embedder``."""
+class _Routed:
+    """A Router as the metering layer's routed interface (the cache layer takes its place)."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    async def embed(self, texts: Sequence[str], context: CallContext) -> EmbeddingResult:
+        return await self.router.embed(texts)
+
+    async def generate(
+        self, messages: Sequence[Message], params: GenerationParams | None, context: CallContext
+    ) -> GenerationResult:
+        return await self.router.generate(messages, params)
+
+    def stream(
+        self, messages: Sequence[Message], params: GenerationParams | None, context: CallContext
+    ) -> GenerationStream:
+        return self.router.stream(messages, params)
+
+
+class _TenantEmbedder:
+    """One tenant's view of an embedding pipeline, as the indexer's ``Embedder``."""
+
+    def __init__(self, tenant: TenantAI, pipeline: str, space: VectorSpace) -> None:
+        self.vector_space = space
+        self._tenant = tenant
+        self._pipeline = pipeline
+
+    async def embed(self, texts: Sequence[str]) -> EmbeddingResult:
+        return await self._tenant.embed(texts, pipeline=self._pipeline)
+
+
+class PlatformIndexer(Indexer):
+    """The indexer of a PulseAI: each tenant's embeddings are billed to that tenant, and every
+    ``index`` run is recorded (tenant, table, times, counts, status) for the ETL side."""
 
     def __init__(self, ai: PulseAI, pipeline: str) -> None:
         router = ai._pipeline(pipeline, Capability.EMBEDDING)
         dimensions = router.candidates[0].model.dimensions
         assert router.vector_space is not None and dimensions is not None
-        self.vector_space = VectorSpace(router.vector_space, dimensions)
-        self._ai = ai
-        self._pipeline = pipeline
+        space = VectorSpace(router.vector_space, dimensions)
 
-    async def embed(self, texts: Sequence[str]) -> EmbeddingResult:
-        return await self._ai.embed(texts, pipeline=self._pipeline)
+        async def runs() -> IndexRuns:
+            return (await ai.platform()).index_runs
+
+        super().__init__(
+            _TenantEmbedder(ai.system, pipeline, space),
+            ai.vector_store(),
+            embedder_for=lambda tenant: _TenantEmbedder(ai.tenant(tenant), pipeline, space),
+            runs=runs,
+        )
+
+
+def _health_attempt(spec: ModelSpec, status: HealthStatus) -> Attempt:
+    """A health probe as a ledger attempt: an embedding probe sends one word (priced, flagged as an
+    estimate); a generation probe lists models (free)."""
+    tokens = 1 if spec.supports(Capability.EMBEDDING) else 0
+    usage = Usage(tokens, 0, 1, spec.cost_usd(tokens), estimated=bool(tokens))
+    outcome = "ok" if status.healthy else "unavailable"
+    return Attempt(spec.ref, usage, status.latency_ms, outcome, None, spec.price_table_version)

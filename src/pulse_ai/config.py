@@ -247,10 +247,15 @@ class VectorStoreConfig(_Strict):
         return self
 
 
+DATABASE_URL_ENV = "PULSE_AI_DATABASE_URL"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/pulse-ai.db"
+
+
 class DatabaseConfig(_Strict):
     """The platform's records (tenants, keys, budgets, usage): SQLite by default, PostgreSQL by URL."""
 
-    url: str = Field(default="sqlite+aiosqlite:///./data/pulse-ai.db", min_length=1)
+    # PULSE_AI_DATABASE_URL, when set, replaces the default (not a URL written in the file)
+    url: str = Field(default_factory=lambda: os.environ.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL, min_length=1)
 
 
 class PulseConfig(_Strict):

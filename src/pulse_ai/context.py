@@ -8,34 +8,12 @@ the reserved system tenant, so that they are recorded like any other.
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass, field, replace
 
-from pulse_ai.errors import InputError
+from pulse_ai.db.ids import SYSTEM_TENANT, validate_tenant_id
 
 __all__ = ["SYSTEM_TENANT", "CallContext", "new_request_id", "validate_tenant_id"]
-
-SYSTEM_TENANT = "_system"
-# A lowercase slug, the same ids the vector store uses: letters, digits, `-` and `_`, starting and
-# ending with a letter or digit, no `__`, at most 64 characters.
-_TENANT = re.compile(r"[a-z0-9](?:[a-z0-9-]|_(?!_)){0,62}[a-z0-9]|[a-z0-9]")
-
-
-def validate_tenant_id(value: object) -> str:
-    if not isinstance(value, str):
-        raise InputError(f"a tenant id must be a string, not {type(value).__name__}")
-    if value == SYSTEM_TENANT:
-        return value
-    if _TENANT.fullmatch(value) is None:
-        hint = (
-            f" (did you mean {value.lower()!r}?)" if value.lower() != value and _TENANT.fullmatch(value.lower()) else ""
-        )
-        raise InputError(
-            f"tenant id {value[:80]!r} is not a lowercase slug: letters a-z, digits, '-' and '_', starting and "
-            f"ending with a letter or digit, no '__', at most 64 characters{hint}"
-        )
-    return value
 
 
 def new_request_id() -> str:

@@ -23,6 +23,7 @@ Callers (and the router) decide on the *type* of an error, never on its message:
     ├── DatabaseError               the database is unreachable, failed, or is not at the code's schema
     ├── NotFoundError               a tenant, key, budget or credential that does not exist
     ├── TenantSuspendedError        the tenant exists but is suspended: no calls are made for it
+    ├── PipelineNotAllowedError     the tenant's settings do not allow that pipeline or model
     ├── ApiKeyRefusedError          an API key is unknown, revoked, expired or malformed
     └── BudgetExceededError         a hard budget has no room for the call; raised before any provider call
 
@@ -54,6 +55,7 @@ __all__ = [
     "InputError",
     "MalformedResponseError",
     "NotFoundError",
+    "PipelineNotAllowedError",
     "ProviderError",
     "ProviderTimeoutError",
     "ProviderUnavailableError",
@@ -277,6 +279,15 @@ class TenantSuspendedError(PulseAIError):
     def __init__(self, tenant_id: str) -> None:
         self.tenant_id = tenant_id
         super().__init__(f"tenant {tenant_id!r} is suspended")
+
+
+class PipelineNotAllowedError(PulseAIError):
+    """The tenant's settings do not allow this pipeline (or ``provider/model``)."""
+
+    def __init__(self, tenant_id: str, name: str) -> None:
+        self.tenant_id = tenant_id
+        self.name = name
+        super().__init__(f"tenant {tenant_id!r} may not use {name!r}")
 
 
 class ApiKeyRefusedError(PulseAIError):

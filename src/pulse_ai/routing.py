@@ -26,7 +26,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from pulse_ai.accounting import Attempt, PartialVectors, Usage
+from pulse_ai.accounting import Attempt, PartialVectors, Usage, note_attempt
 from pulse_ai.catalog import Capability, ModelSpec
 from pulse_ai.config import BreakerConfig, ErrorKind, PipelineConfig, Strategy
 from pulse_ai.errors import (
@@ -443,6 +443,7 @@ class Router:
                     inputs,
                 )
             )
+            note_attempt(attempts[-1])
             return _Served(result)
         except ProviderError as error:
             candidate.breaker.record_failure(error)
@@ -459,6 +460,7 @@ class Router:
                     len(error.partial) if error.partial is not None else 0,
                 )
             )
+            note_attempt(attempts[-1])
             if self.config.fallback.enabled and isinstance(error, self._fallback_on):
                 return error
             raise

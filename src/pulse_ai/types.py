@@ -43,6 +43,7 @@ class EmbeddingResult:
     truncated: int = 0
     attempts: tuple[Attempt, ...] = field(default=())
     cached: int = 0
+    request_id: str | None = None  # the ledger's request id (its rows carry it)
 
     @property
     def dimensions(self) -> int:
@@ -64,6 +65,7 @@ class GenerationResult:
     finish_reason: str | None
     attempts: tuple[Attempt, ...] = field(default=())
     cached: bool = False
+    request_id: str | None = None  # the ledger's request id (its rows carry it)
 
     @property
     def failed_attempts(self) -> tuple[Attempt, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import UTC, datetime
 from importlib import resources
 
 import numpy as np
@@ -54,14 +55,20 @@ async def run_demo(ai: PulseAI, echo: Callable[[str], None]) -> None:
         echo(f"   [{i}] {row}   closest [{j}] {similarity[i, j]:.2f}  {text}")
 
     store = ai.vector_store()
-    indexer = ai.indexer()
-    echo(f"\n== Indexing into {store!r}")
     grouped = demo_records()
+    platform = await ai.platform()
+    echo(f"\n== Tenants in {platform.db.display_url}")
+    for tenant in sorted({tenant for tenant, _ in grouped}):
+        created = await platform.tenants.create(tenant, tenant.replace("-", " ").title())
+        echo(f"   {created.id:<12} {created.display_name} ({created.status.value})")
+    echo(f"\n== Indexing into {store!r}")
+    started = datetime.now(UTC)
     for (tenant, table), records in grouped.items():
-        report = await indexer.index(tenant, table, records)
+        indexer = ai.tenant(tenant).indexer()
+        report = await indexer.index(table, records)
         echo(
             f"   {tenant}/{table}: {len(records)} records -> new {report.new}, updated {report.updated}, "
-            f"unchanged {report.unchanged}, failed {report.failed}; stored {await indexer.count(tenant, table)}"
+            f"unchanged {report.unchanged}, failed {report.failed}; stored {await indexer.count(table)}"
         )
 
     tenants = sorted({tenant for tenant, _ in grouped})
@@ -74,13 +81,20 @@ async def run_demo(ai: PulseAI, echo: Callable[[str], None]) -> None:
         condition = f"  where {where}" if where else ""
         echo(f'\n   "{query}" in {table}{condition}')
         for tenant in tenants:
-            hits = await indexer.search(tenant, table, query, limit=3, where=where)
+            hits = await ai.tenant(tenant).indexer().search(table, query, limit=3, where=where)
             leaks += sum(1 for hit in hits if hit.record_id not in own_ids[(tenant, table)])
             for hit in hits:
                 text = _text_of(grouped, tenant, table, hit.record_id)
                 echo(f"     {tenant:<12} {hit.score:5.3f}  {hit.record_id:<11} {text}")
     verdict = "no hit crossed tenants" if leaks == 0 else f"{leaks} HITS CROSSED TENANTS"
     echo(f"\n== Isolation: {verdict}.")
+    echo("\n== Usage of this run, per tenant (the ledger: one row per model call)")
+    for tenant in tenants:
+        for summary in await ai.tenant(tenant).usage.summary(since=started, by="model"):
+            echo(
+                f"   {tenant:<12} {summary.key:<28} {summary.requests:>3} calls {summary.input_tokens:>6} tokens "
+                f"${summary.billed_usd:f} billed, p50 {summary.p50_latency_ms:.0f} ms"
+            )
     echo("   Run it again: every record is unchanged and nothing is embedded twice.")
 
 

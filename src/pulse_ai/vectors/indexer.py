@@ -9,7 +9,7 @@ as zero vectors.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,6 +31,16 @@ from pulse_ai.vectors.store import VectorStore
 __all__ = ["Embedder", "IndexReport", "Indexer", "Record", "RecordFailure"]
 
 STATE_LOOKUP_CHUNK = 1000
+
+
+class RunRecorder(Protocol):
+    """Where ``index`` runs are recorded (the platform's ``index_runs``)."""
+
+    async def start(self, tenant_id: str, table: str) -> str: ...
+
+    async def finish(
+        self, run_id: str, *, new: int, updated: int, unchanged: int, failed: int, error: str | None = None
+    ) -> object: ...
 
 
 class Embedder(Protocol):
@@ -84,15 +94,49 @@ class _Prepared:
 class Indexer:
     """Indexes and searches records with one embedder and one vector store."""
 
-    def __init__(self, embedder: Embedder, store: VectorStore, *, embed_batch_size: int = 256) -> None:
+    def __init__(
+        self,
+        embedder: Embedder,
+        store: VectorStore,
+        *,
+        embed_batch_size: int = 256,
+        embedder_for: Callable[[str], Embedder] | None = None,
+        runs: Callable[[], Awaitable[RunRecorder]] | None = None,
+    ) -> None:
+        """``embedder_for(tenant)``, when given, is the embedder used for that tenant's records and
+        queries (so that what they cost is that tenant's); it must produce ``embedder``'s space."""
         self.embedder = embedder
         self.store = store
         self.space = embedder.vector_space
         self.embed_batch_size = embed_batch_size
+        self._embedder_for = embedder_for
+        self._runs = runs
+
+    def embedder_of(self, tenant: str) -> Embedder:
+        return self._embedder_for(tenant) if self._embedder_for is not None else self.embedder
 
     async def index(self, tenant: str, table: str, records: Iterable[Record | Mapping[str, Any]]) -> IndexReport:
+        """Index ``records`` (checked before anything is embedded or written); when runs are
+        recorded, one run per call, finished with its counts or its error."""
         tenant, table = validate_name(tenant, "tenant"), validate_name(table, "table")
         prepared = _prepare(records)
+        if self._runs is None:
+            return await self._index(tenant, table, prepared)
+        runs = await self._runs()
+        run_id = await runs.start(tenant, table)
+        try:
+            report = await self._index(tenant, table, prepared)
+        except BaseException as error:
+            await runs.finish(
+                run_id, new=0, updated=0, unchanged=0, failed=0, error=f"{type(error).__name__}: {error}"[:500]
+            )
+            raise
+        await runs.finish(
+            run_id, new=report.new, updated=report.updated, unchanged=report.unchanged, failed=report.failed
+        )
+        return report
+
+    async def _index(self, tenant: str, table: str, prepared: list[_Prepared]) -> IndexReport:
         report = IndexReport()
         stored: dict[str, StoredState] = {}
         ids = [p.record.record_id for p in prepared]
@@ -133,7 +177,7 @@ class Indexer:
         pending = list(batch)
         while pending:
             try:
-                result = await self.embedder.embed([item.record.text for item in pending])
+                result = await self.embedder_of(tenant).embed([item.record.text for item in pending])
             except InputError as error:
                 if error.index is None:
                     raise
@@ -142,9 +186,24 @@ class Indexer:
                 report.failures.append(RecordFailure(bad.record.record_id, str(error)))
                 continue
             except (ProviderError, AllProvidersFailed) as error:
+                # What the providers did answer is written (it was paid for); the rest is reported.
                 reason = f"{type(error).__name__}: {error}"
-                report.failures.extend(RecordFailure(item.record.record_id, reason) for item in pending)
-                return []
+                partial = error.partial
+                served_at = sorted(int(i) for i in partial.indices) if partial is not None else []
+                if partial is not None and served_at:
+                    rows = {int(i): vector for i, vector in zip(partial.indices, partial.vectors, strict=True)}
+                    served = [pending[i] for i in served_at]
+                    points = [pending[i].point(rows[i]) for i in served_at]
+                    await self.store.upsert(tenant, table, self.space, points)
+                else:
+                    served = []
+                answered = set(served_at)
+                report.failures.extend(
+                    RecordFailure(item.record.record_id, reason)
+                    for index, item in enumerate(pending)
+                    if index not in answered
+                )
+                return served
             if result.vector_space != self.space.id:
                 raise VectorSpaceError(f"the pipeline produced {result.vector_space}, not {self.space.id}")
             points = [item.point(vector) for item, vector in zip(pending, result.vectors, strict=True)]
@@ -168,7 +227,7 @@ class Indexer:
         validate_name(tenant, "tenant")  # before the query is embedded (and paid for)
         validate_name(table, "table")
         if isinstance(query, str):
-            result = await self.embedder.embed([query])
+            result = await self.embedder_of(tenant).embed([query])
             if result.vector_space != self.space.id:
                 raise VectorSpaceError(f"the embedder produced {result.vector_space}, not {self.space.id}")
             vector: npt.ArrayLike = result.vectors[0]

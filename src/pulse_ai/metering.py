@@ -1,0 +1,248 @@
+"""Budgets and the usage ledger around every call: one cost path for all of them.
+
+::
+
+    reserve the worst case  ->  call the route (cache, router, providers)  ->  record every attempt
+    (refused here, before                                                       and settle the
+     any provider call)                                                         reservation, in one
+                                                                                transaction
+
+A call returns only after its rows are committed (the ledger's group commit batches concurrent
+calls into one transaction). Money spent on a call that failed is recorded from the error's
+attempts; a cancelled call records the attempts that finished and releases the rest of its
+reservation. A stream reserves on its first read and records when it ends, however it ends.
+
+Worst cases: an embedding costs its estimated tokens (the offline estimate errs high) at the
+dearest candidate's price; a generation its estimated input plus ``max_tokens`` (else the model's
+output limit, else ``DEFAULT_MAX_OUTPUT``) at the dearest candidate's prices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any, Protocol, TypeVar
+
+from pulse_ai.accounting import Attempt, Usage, attempt_sink
+from pulse_ai.catalog import ModelSpec
+from pulse_ai.context import CallContext
+from pulse_ai.errors import AllProvidersFailed, ProviderError
+from pulse_ai.streams import GenerationStream
+from pulse_ai.tokens import estimate_many
+from pulse_ai.types import (
+    EmbeddingResult,
+    GenerationParams,
+    GenerationResult,
+    Message,
+    normalise_messages,
+    validate_texts,
+)
+from pulse_ai.usage import Operation, Reservation, UsageRow, UsageServices
+
+__all__ = ["DEFAULT_MAX_OUTPUT", "Meter", "Route", "attempt_sink", "usage_rows"]
+
+T = TypeVar("T")
+# A generation with no max_tokens and a model with no declared output limit reserves this many.
+DEFAULT_MAX_OUTPUT = 4096
+# Tokens of chat framing per message (role, separators), on top of the content's estimate.
+MESSAGE_OVERHEAD_TOKENS = 4
+
+
+class Routed(Protocol):
+    """What a metered call goes through: a Router, or a cache in front of one."""
+
+    async def embed(self, texts: Sequence[str], context: CallContext) -> EmbeddingResult: ...
+
+    async def generate(
+        self, messages: Sequence[Message], params: GenerationParams | None, context: CallContext
+    ) -> GenerationResult: ...
+
+    def stream(
+        self, messages: Sequence[Message], params: GenerationParams | None, context: CallContext
+    ) -> GenerationStream: ...
+
+
+@dataclass(frozen=True)
+class Route:
+    """A call's way through: the routed layer, the pipeline (None for a direct ``model=`` call) and
+    the models it may end up using (for the worst-case price)."""
+
+    routed: Routed
+    pipeline: str | None
+    models: tuple[ModelSpec, ...]
+
+
+def usage_rows(attempts: Sequence[Attempt], context: CallContext, operation: Operation) -> list[UsageRow]:
+    """One ledger row per attempt."""
+    rows = []
+    for number, attempt in enumerate(attempts, start=1):
+        provider, _, model = attempt.model.partition("/")
+        rows.append(
+            UsageRow(
+                request_id=context.request_id,
+                attempt=number,
+                tenant_id=context.tenant_id,
+                api_key_id=context.api_key_id,
+                pipeline=context.pipeline,
+                provider=provider,
+                model=model or provider,
+                operation=operation,
+                input_tokens=attempt.usage.input_tokens,
+                output_tokens=attempt.usage.output_tokens,
+                tokens_estimated=attempt.usage.estimated,
+                billed_usd=attempt.usage.cost_usd,
+                avoided_usd=attempt.avoided_usd,
+                cache_level=attempt.cache_level,
+                price_table_version=attempt.price_table_version or "-",
+                latency_ms=max(0.0, attempt.latency_ms),
+                outcome=attempt.outcome,
+            )
+        )
+    return rows
+
+
+class Meter:
+    """Reserve, call, record. ``services`` opens the database on first use (and per event loop)."""
+
+    def __init__(self, services: Callable[[], Awaitable[UsageServices]]) -> None:
+        self._services = services
+
+    # ---- calls ---------------------------------------------------------------------------
+    async def embed(self, route: Route, texts: Sequence[str], context: CallContext) -> EmbeddingResult:
+        checked = validate_texts(texts)  # bad input fails before anything is reserved or sent
+        if not checked:
+            return await route.routed.embed(checked, context)  # nothing to send, nothing to record
+        tokens = sum(await estimate_many(checked))
+        worst = max((spec.cost_usd(tokens) for spec in route.models), default=Decimal(0))
+        return await self._metered(
+            route, context, Operation.EMBED, worst, tokens, lambda: route.routed.embed(checked, context)
+        )
+
+    async def generate(
+        self, route: Route, messages: Sequence[Message], params: GenerationParams | None, context: CallContext
+    ) -> GenerationResult:
+        worst, tokens = await self._generation_worst_case(route, messages, params)
+        return await self._metered(
+            route, context, Operation.GENERATE, worst, tokens, lambda: route.routed.generate(messages, params, context)
+        )
+
+    def stream(
+        self, route: Route, messages: Sequence[Message], params: GenerationParams | None, context: CallContext
+    ) -> GenerationStream:
+        inner: list[GenerationStream] = []
+        held: list[Reservation] = []
+
+        async def chunks() -> AsyncIterator[Any]:
+            worst, tokens = await self._generation_worst_case(route, messages, params)
+            services = await self._services()
+            held.append(await services.budgets.reserve(context.tenant_id, route.pipeline, worst, tokens))
+            stream = route.routed.stream(messages, params, context)
+            inner.append(stream)
+            try:
+                async for delta in stream:
+                    yield delta
+            finally:
+                await stream.aclose()
+            if stream.result is not None:
+                yield replace(stream.result, request_id=context.request_id)
+
+        async def record(stream: GenerationStream) -> None:
+            if not held:
+                return  # refused before any call (budget, tenant): nothing was consumed
+            await self._record(stream.attempts, context, Operation.STREAM, held[0])
+
+        outer = GenerationStream(chunks(), lambda _: inner[0].attempts if inner else ())
+        outer.on_finish(record)
+        return outer
+
+    async def record_health(self, attempts: Sequence[Attempt], context: CallContext) -> None:
+        services = await self._services()
+        await _shielded(services.ledger.record(usage_rows(attempts, context, Operation.HEALTH)))
+
+    # ---- the one path --------------------------------------------------------------------
+    async def _metered(
+        self,
+        route: Route,
+        context: CallContext,
+        operation: Operation,
+        worst: Decimal,
+        tokens: int,
+        call: Callable[[], Awaitable[T]],
+    ) -> T:
+        services = await self._services()
+        reservation = await services.budgets.reserve(context.tenant_id, route.pipeline, worst, tokens)
+        finished: list[Attempt] = []
+        token = attempt_sink.set(finished)
+        started = time.perf_counter()
+        try:
+            result = await call()
+        except asyncio.CancelledError:
+            await self._record(tuple(finished), context, operation, reservation)
+            raise
+        except (ProviderError, AllProvidersFailed) as error:
+            attempts = error.attempts or (_lone_attempt(error, started),)
+            await self._record(attempts, context, operation, reservation)
+            raise
+        except BaseException:
+            await self._record(tuple(finished), context, operation, reservation)
+            raise
+        finally:
+            attempt_sink.reset(token)
+        await self._record(getattr(result, "attempts", ()), context, operation, reservation)
+        if isinstance(result, (EmbeddingResult, GenerationResult)):
+            return replace(result, request_id=context.request_id)
+        return result
+
+    async def _record(
+        self, attempts: Sequence[Attempt], context: CallContext, operation: Operation, reservation: Reservation
+    ) -> None:
+        """Commit the attempts' rows and settle the reservation to what they cost, together."""
+        services = await self._services()
+        total = Usage.total(tuple(a.usage for a in attempts))
+        settle = [(reservation, total.cost_usd, total.total_tokens)]
+        await _shielded(services.ledger.record(usage_rows(attempts, context, operation), settle=settle))
+
+    @staticmethod
+    async def _generation_worst_case(
+        route: Route, messages: Sequence[Message], params: GenerationParams | None
+    ) -> tuple[Decimal, int]:
+        checked = normalise_messages(messages)
+        counts = await estimate_many([m.content for m in checked])
+        prompt = sum(counts) + MESSAGE_OVERHEAD_TOKENS * len(checked)
+        requested = params.max_tokens if params is not None else None
+        worst = Decimal(0)
+        most_output = 0
+        for spec in route.models:
+            output = requested or spec.max_output_tokens or DEFAULT_MAX_OUTPUT
+            most_output = max(most_output, output)
+            worst = max(worst, spec.cost_usd(prompt, output))
+        return worst, prompt + most_output
+
+
+def _lone_attempt(error: ProviderError | AllProvidersFailed, started: float) -> Attempt:
+    """A provider error raised without the router's attempts (it should not happen): still a row."""
+    model = "/".join(part for part in (getattr(error, "provider", None), getattr(error, "model", None)) if part)
+    from pulse_ai.errors import error_kind
+
+    return Attempt(
+        model or "unknown/unknown",
+        error.usage,
+        (time.perf_counter() - started) * 1000,
+        error_kind(error),
+        error,
+    )
+
+
+async def _shielded(write: Awaitable[T]) -> T:
+    """Finish a ledger write even when the caller is cancelled meanwhile (the rows are committed;
+    the caller still sees its cancellation)."""
+    task = asyncio.ensure_future(write)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            await asyncio.wait([task])
+        raise

@@ -1,0 +1,186 @@
+"""A tenant-bound view of the facade: ``ai.tenant("acme")``.
+
+::
+
+    acme = ai.tenant("acme")                         # a CallContext for tenant acme
+    await acme.embed(["text"])                       # budget -> (cache) -> router -> ledger
+    await acme.generate("Summarise ...", pipeline="summarize")
+    async with acme.stream("...") as stream: ...
+    indexer = acme.indexer()                         # index / search / delete / count in acme's scope
+    await acme.usage.summary(since=date(2026, 11, 1), by="model")
+
+Every call carries the context down: the budget layer reserves against the tenant's budgets, the
+ledger writes the tenant's rows, the vector store is scoped to the tenant. The tenant's settings
+are applied here: which pipelines (or ``provider/model`` refs) it may use, and its default pipeline
+per capability.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy.typing as npt
+
+from pulse_ai.catalog import Capability
+from pulse_ai.context import CallContext
+from pulse_ai.errors import PipelineNotAllowedError
+from pulse_ai.streams import GenerationStream
+from pulse_ai.types import EmbeddingResult, GenerationParams, GenerationResult, Message, normalise_messages
+from pulse_ai.usage import UsageSummaryRow
+from pulse_ai.usage.reports import GroupBy
+from pulse_ai.vectors.base import PurgeReport, SearchHit
+from pulse_ai.vectors.indexer import Indexer, IndexReport, Record
+from pulse_ai.vectors.scope import VectorSpace
+
+if TYPE_CHECKING:
+    from pulse_ai.client import PulseAI
+
+__all__ = ["TenantAI", "TenantIndexer", "TenantUsage"]
+
+Messages = str | Sequence[Message | dict[str, str]]
+
+
+class TenantAI:
+    """Embeddings, generation, indexing and usage, all in one tenant's scope."""
+
+    def __init__(self, ai: PulseAI, context: CallContext) -> None:
+        self._ai = ai
+        self.context = context
+
+    @property
+    def tenant_id(self) -> str:
+        return self.context.tenant_id
+
+    def __repr__(self) -> str:
+        return f"TenantAI(tenant={self.tenant_id!r})"
+
+    async def embed(
+        self, texts: Sequence[str], *, model: str | None = None, pipeline: str | None = None
+    ) -> EmbeddingResult:
+        route, context = await self._route(model, pipeline, Capability.EMBEDDING)
+        return await self._ai.meter.embed(route, texts, context)
+
+    async def generate(
+        self,
+        messages: Messages,
+        *,
+        model: str | None = None,
+        pipeline: str | None = None,
+        params: GenerationParams | None = None,
+    ) -> GenerationResult:
+        checked = normalise_messages(messages)
+        route, context = await self._route(model, pipeline, Capability.GENERATION)
+        return await self._ai.meter.generate(route, checked, params, context)
+
+    def stream(
+        self,
+        messages: Messages,
+        *,
+        model: str | None = None,
+        pipeline: str | None = None,
+        params: GenerationParams | None = None,
+    ) -> GenerationStream:
+        """Use as ``async with acme.stream(...) as stream: async for delta in stream``; leaving the
+        block early closes the provider's stream at once and records what was consumed."""
+        checked = normalise_messages(messages)
+        chosen: list[GenerationStream] = []
+
+        async def chunks() -> Any:
+            route, context = await self._route(model, pipeline, Capability.GENERATION)
+            stream = self._ai.meter.stream(route, checked, params, context)
+            chosen.append(stream)
+            try:
+                async for delta in stream:
+                    yield delta
+            finally:
+                await stream.aclose()
+            if stream.result is not None:
+                yield stream.result
+
+        return GenerationStream(chunks(), lambda _: chosen[0].attempts if chosen else ())
+
+    def indexer(self, pipeline: str | None = None) -> TenantIndexer:
+        """Indexing and search of this tenant's records (embedding costs are this tenant's)."""
+        name = pipeline or "embedding"
+        return TenantIndexer(self.tenant_id, self._ai.indexer(name), self._ai)
+
+    @property
+    def usage(self) -> TenantUsage:
+        return TenantUsage(self._ai, self.tenant_id)
+
+    # ---- routing within the tenant's settings ----------------------------------------------
+    async def _route(self, model: str | None, pipeline: str | None, capability: Capability) -> tuple[Any, CallContext]:
+        settings = await self._ai.tenant_settings(self.tenant_id)
+        if model is None and pipeline is None:
+            pipeline = settings.default_pipeline(capability) if settings is not None else None
+        name = model if model is not None else pipeline or capability.value
+        if settings is not None and not settings.allows(name):
+            raise PipelineNotAllowedError(self.tenant_id, name)
+        route = self._ai.route(model, pipeline, capability)
+        return route, self.context.for_call(route.pipeline)
+
+
+class TenantIndexer:
+    """An indexer bound to one tenant: every read and write is in that tenant's scope, and each
+    ``index`` run is recorded (``index_runs``) for the platform's ETL side."""
+
+    def __init__(self, tenant_id: str, indexer: Indexer, ai: PulseAI) -> None:
+        self.tenant_id = tenant_id
+        self._indexer = indexer
+        self._ai = ai
+
+    @property
+    def space(self) -> VectorSpace:
+        return self._indexer.space
+
+    async def index(self, table: str, records: Iterable[Record | Mapping[str, Any]]) -> IndexReport:
+        return await self._indexer.index(self.tenant_id, table, records)
+
+    async def search(
+        self,
+        table: str,
+        query: str | npt.ArrayLike,
+        *,
+        limit: int = 10,
+        score_threshold: float | None = None,
+        where: Mapping[str, object] | None = None,
+        hnsw_ef: int | None = None,
+        exact: bool = False,
+    ) -> list[SearchHit]:
+        return await self._indexer.search(
+            self.tenant_id,
+            table,
+            query,
+            limit=limit,
+            score_threshold=score_threshold,
+            where=where,
+            hnsw_ef=hnsw_ef,
+            exact=exact,
+        )
+
+    async def delete(self, table: str, record_ids: Sequence[str]) -> int:
+        return await self._indexer.delete(self.tenant_id, table, record_ids)
+
+    async def count(self, table: str) -> int:
+        return await self._indexer.count(self.tenant_id, table)
+
+    async def purge(self) -> PurgeReport:
+        """Remove every point of this tenant, in every table and vector space."""
+        return await self._indexer.purge_tenant(self.tenant_id)
+
+
+@dataclass(frozen=True)
+class TenantUsage:
+    """This tenant's usage report: only its own rows are ever read."""
+
+    _ai: PulseAI
+    tenant_id: str
+
+    async def summary(
+        self, since: datetime | date, until: datetime | date | None = None, by: GroupBy = "model"
+    ) -> list[UsageSummaryRow]:
+        platform = await self._ai.platform()
+        return await platform.usage.reports.summary(self.tenant_id, since, until, by)
