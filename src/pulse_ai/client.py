@@ -7,15 +7,25 @@ budget -> (cache) -> router -> providers, and one usage row per attempt in the l
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
 
+from pydantic import SecretStr
+
 from pulse_ai.accounting import Attempt, Usage
 from pulse_ai.catalog import Capability, ModelSpec
-from pulse_ai.config import FallbackConfig, LoadedConfig, PipelineConfig, load_config, load_config_text
+from pulse_ai.config import (
+    BreakerConfig,
+    FallbackConfig,
+    LoadedConfig,
+    PipelineConfig,
+    load_config,
+    load_config_text,
+)
 from pulse_ai.context import SYSTEM_TENANT, CallContext
 from pulse_ai.db import IndexRuns, TenantSettings
 from pulse_ai.errors import InputError
@@ -23,7 +33,7 @@ from pulse_ai.metering import Meter, Route
 from pulse_ai.platform import Platform, PlatformHolder
 from pulse_ai.providers.base import HealthStatus, Provider
 from pulse_ai.providers.registry import create_provider
-from pulse_ai.routing import HealthRegistry, Router, probe
+from pulse_ai.routing import HealthRegistry, ModelHealth, Router, probe
 from pulse_ai.streams import GenerationStream
 from pulse_ai.tenancy import TenantAI
 from pulse_ai.types import EmbeddingResult, GenerationParams, GenerationResult, Message
@@ -51,6 +61,10 @@ class PulseAI:
         self.health = HealthRegistry()
         self._vector_store: VectorStore | None = None
         self._platform = PlatformHolder(loaded.config.database)
+        # bring-your-own-key: providers and routers built with a tenant's own credentials
+        self._tenant_providers: dict[tuple[str, str, str], Provider] = {}
+        self._tenant_routers: dict[tuple[str, str, str], Router] = {}
+        self._tenant_health: dict[str, HealthRegistry] = {}
         self.meter = Meter(self._usage_services)
         self.system = TenantAI(self, CallContext(SYSTEM_TENANT))
 
@@ -150,6 +164,51 @@ class PulseAI:
             return None
         return await (await self._platform.get()).settings(tenant_id)
 
+    async def tenant_route(
+        self, tenant_id: str, model: str | None, pipeline: str | None, capability: Capability
+    ) -> Route:
+        """The route of a tenant's call: the shared one, or, when the tenant brought its own key
+        for a provider of the route, one whose candidates of that provider use the tenant's key (with
+        their own circuit breakers: one tenant's bad key never opens a breaker for the others)."""
+        route = self.route(model, pipeline, capability)
+        if tenant_id == SYSTEM_TENANT:
+            return route
+        credentials = await (await self._platform.get()).provider_credentials(tenant_id)
+        assert isinstance(route.routed, _Routed)
+        router = route.routed.router
+        own = {
+            c.provider.name: credentials[c.provider.name] for c in router.candidates if c.provider.name in credentials
+        }
+        own = {name: secret for name, secret in own.items() if hasattr(self.loaded.config.providers[name], "api_key")}
+        if not own:
+            return route
+        fingerprint = hashlib.sha256(
+            "\x1f".join(f"{name}={secret.get_secret_value()}" for name, secret in sorted(own.items())).encode()
+        ).hexdigest()
+        key = (tenant_id, router.name, fingerprint)
+        if key not in self._tenant_routers:
+            health = self._tenant_health.setdefault(tenant_id, HealthRegistry())
+            candidates = [
+                (self._tenant_provider(tenant_id, c.provider.name, own[c.provider.name]), c.model)
+                if c.provider.name in own
+                else (c.provider, c.model)
+                for c in router.candidates
+            ]
+            tenant_router = Router(
+                router.name, router.config, candidates, health=_SplitHealth(self.health, health, own)
+            )
+            self._tenant_routers[key] = tenant_router
+        return Route(_Routed(self._tenant_routers[key]), route.pipeline, route.models)
+
+    def _tenant_provider(self, tenant_id: str, name: str, secret: SecretStr) -> Provider:
+        fingerprint = hashlib.sha256(secret.get_secret_value().encode()).hexdigest()
+        key = (tenant_id, name, fingerprint)
+        if key not in self._tenant_providers:
+            config = self.loaded.config.providers[name].model_copy(update={"api_key": secret})
+            specs = [spec for spec in self.loaded.models.values() if spec.provider == name]
+            self._tenant_providers[key] = create_provider(name, config, specs)
+        return self._tenant_providers[key]
+
     def route(self, model: str | None, pipeline: str | None, capability: Capability) -> Route:
         """How a call goes: the router (one model for ``model=``) and the models it may use."""
         router = self._route(model, pipeline, capability)
@@ -225,8 +284,10 @@ class PulseAI:
         """Close the vector store and every provider: all of them, even when one fails to close
         (the first failure is raised after the rest were closed)."""
         store, self._vector_store = self._vector_store, None
-        providers = list(self._providers.values())
+        providers = [*self._providers.values(), *self._tenant_providers.values()]
         self._providers.clear()
+        self._tenant_providers.clear()
+        self._tenant_routers.clear()
         self._routers.clear()
         self._direct_routers.clear()
         async with AsyncExitStack() as stack:
@@ -263,6 +324,21 @@ class _Routed:
         self, messages: Sequence[Message], params: GenerationParams | None, context: CallContext
     ) -> GenerationStream:
         return self.router.stream(messages, params)
+
+
+class _SplitHealth(HealthRegistry):
+    """Health for a tenant's own-key router: the tenant's registry for the candidates of providers
+    it brought a key for, the shared one for the others."""
+
+    def __init__(self, shared: HealthRegistry, own: HealthRegistry, own_providers: Mapping[str, object]) -> None:
+        super().__init__(shared.clock)
+        self._shared = shared
+        self._own = own
+        self._own_providers = set(own_providers)
+
+    def get(self, ref: str, config: BreakerConfig) -> ModelHealth:
+        registry = self._own if ref.split("/", 1)[0] in self._own_providers else self._shared
+        return registry.get(ref, config)
 
 
 class _TenantEmbedder:

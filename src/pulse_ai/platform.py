@@ -11,15 +11,17 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from pydantic import SecretStr
+
 from pulse_ai.config import DatabaseConfig
-from pulse_ai.db import ApiKeys, Database, IndexRuns, Tenants, TenantSettings
+from pulse_ai.db import ApiKeys, Credentials, Database, IndexRuns, Tenants, TenantSettings
 from pulse_ai.errors import PulseAIError
 from pulse_ai.usage import UsageServices
 
 __all__ = ["Platform", "PlatformHolder"]
 
-# A tenant's settings are read at most this often per process (suspension is checked on every
-# call by the budget step, in the database).
+# A tenant's settings and credentials are read at most this often per process (suspension is
+# checked on every call by the budget step, in the database).
 SETTINGS_TTL_S = 5.0
 
 
@@ -32,11 +34,23 @@ class Platform:
     tenants: Tenants
     api_keys: ApiKeys
     index_runs: IndexRuns
+    credentials: Credentials
     _settings: dict[str, tuple[float, TenantSettings]] = field(default_factory=dict)
+    _credentials: dict[str, tuple[float, dict[str, SecretStr]]] = field(default_factory=dict)
 
-    @property
-    def budgets(self) -> object:
-        return self.usage.budgets
+    async def provider_credentials(self, tenant_id: str) -> dict[str, SecretStr]:
+        """The tenant's own provider credentials (bring-your-own-key), by provider name; read at most
+        every few seconds. Decrypted only here, and only ever held as ``SecretStr``."""
+        now = time.monotonic()
+        cached = self._credentials.get(tenant_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        found = {
+            info.provider: await self.credentials.get(tenant_id, info.provider)
+            for info in await self.credentials.list(tenant_id)
+        }
+        self._credentials[tenant_id] = (now + SETTINGS_TTL_S, found)
+        return found
 
     async def settings(self, tenant_id: str) -> TenantSettings:
         now = time.monotonic()
@@ -76,7 +90,13 @@ class PlatformHolder:
         async with self._lock:
             if self._platform is None:
                 db = await Database.from_config(self.config)
-                self._platform = Platform(db, UsageServices(db), Tenants(db), ApiKeys(db), IndexRuns(db))
+                try:
+                    # encrypted credentials with no key to read them: a clear error, at start-up
+                    credentials = await Credentials.open(db)
+                except BaseException:
+                    await db.close()
+                    raise
+                self._platform = Platform(db, UsageServices(db), Tenants(db), ApiKeys(db), IndexRuns(db), credentials)
         return self._platform
 
     @property

@@ -119,7 +119,7 @@ class TenantAI:
         name = model if model is not None else pipeline or capability.value
         if settings is not None and not settings.allows(name):
             raise PipelineNotAllowedError(self.tenant_id, name)
-        route = self._ai.route(model, pipeline, capability)
+        route = await self._ai.tenant_route(self.tenant_id, model, pipeline, capability)
         return route, self.context.for_call(route.pipeline)
 
 

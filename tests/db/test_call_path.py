@@ -22,6 +22,8 @@ from pulse_ai.errors import (
 )
 from pulse_ai.testing import FakeProvider, Fault
 from tests.db.conftest import NO_POSTGRES, unique_tenant_id
+from tests.fakes.openai_server import FakeOpenAIServer
+from tests.fakes.openai_server import Fault as ServerFault
 
 EMB = "text-embedding-3-small"
 
@@ -352,3 +354,42 @@ def test_kill_9_during_a_burst_of_calls_loses_no_completed_calls_row(db_url: str
     stored = asyncio.run(recorded())
     missing = [request for request in acknowledged if request and request not in stored]
     assert len(acknowledged) >= 300 and missing == []
+
+
+async def test_a_tenant_with_its_own_key_calls_with_it_and_trips_only_its_own_breaker(
+    db_url: str, fake: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryptography.fernet import Fernet
+
+    from pulse_ai import AuthenticationError
+    from pulse_ai.routing import BreakerState
+
+    monkeypatch.setenv("PULSE_AI_SECRET_KEYS", Fernet.generate_key().decode())
+    text = (
+        "providers:\n"
+        f"  oa: {{type: openai, api_key: sk-platform-key-000, base_url: '{fake.base_url}', max_retries: 0,"
+        " models: [{name: gpt-4o-mini}]}\n"
+        "pipelines:\n"
+        "  chat: {kind: generation, candidates: [oa/gpt-4o-mini], breaker: {window: 2, min_calls: 1},"
+        " fallback: {enabled: false}}\n"
+        f"database: {{url: '{db_url}'}}\n"
+    )
+    async with PulseAI.from_yaml(text) as ai:
+        platform = await ai.platform()
+        own, other = await new_tenant(ai), await new_tenant(ai)
+        await platform.credentials.set(own, "oa", "sk-tenant-own-key-123")
+        await ai.tenant(own).generate("hello", pipeline="chat")
+        await ai.tenant(other).generate("hello", pipeline="chat")
+        assert [r.headers["authorization"] for r in fake.requests] == [
+            "Bearer sk-tenant-own-key-123",
+            "Bearer sk-platform-key-000",
+        ]
+        fake.script(ServerFault.http(401))
+        with pytest.raises(AuthenticationError) as info:
+            await ai.tenant(own).generate("bad key now", pipeline="chat")
+        assert "sk-tenant-own-key-123" not in str(info.value)
+        # the tenant's own breaker opened; the shared one did not: the other tenant is still served
+        served = await ai.tenant(other).generate("still fine", pipeline="chat")
+        assert served.text == "echo: still fine"
+        assert ai.health.states()["oa/gpt-4o-mini"] is BreakerState.CLOSED
+        assert ai._tenant_health[own].states()["oa/gpt-4o-mini"] is BreakerState.OPEN
