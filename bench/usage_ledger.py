@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,54 @@ async def measure(url: str, calls: int, concurrency: int, serial_calls: int, max
     }
 
 
+async def measure_facade(url: str, calls: int, concurrency: int) -> dict[str, Any]:
+    """The real call path: ``ai.tenant(t).embed([text])`` (tenant check, budget reservation against
+    two hard budgets, the router, an in-process fake provider that answers at once, one ledger row,
+    settlement) versus the same router called directly (no accounting), in one run."""
+    from pulse_ai import PulseAI
+
+    config = (
+        "providers:\n  fake: {type: fake, models: [{name: text-embedding-3-small}]}\n"
+        "pipelines:\n  embedding: {kind: embedding, candidates: [fake/text-embedding-3-small]}\n"
+        f"database: {{url: '{url}'}}\n"
+    )
+    async with PulseAI.from_yaml(config) as ai:
+        platform = await ai.platform()
+        tenant = (await platform.tenants.create(f"bench-{secrets.token_hex(4)}")).id
+        await platform.usage.budgets.set(tenant, limit_usd=Decimal(1_000_000), period="month")
+        await platform.usage.budgets.set(tenant, pipeline="embedding", limit_usd=Decimal(1_000_000), period="day")
+        acme = ai.tenant(tenant)
+        router = ai.router("embedding")
+
+        async def bare(number: int) -> None:
+            await router.embed([f"text {number}"])
+
+        async def accounted(number: int) -> None:
+            await acme.embed([f"text {number}"])
+
+        await drive(200, concurrency, accounted)
+        gc.collect()
+        gc.freeze()
+        base_elapsed, base = await drive(calls, concurrency, bare)
+        elapsed, with_ledger = await drive(calls, concurrency, accounted)
+        _, serial_base = await drive(500, 1, bare)
+        _, serial = await drive(500, 1, accounted)
+        summary = await acme.usage.summary(since=datetime.now(UTC) - timedelta(hours=1))
+    return {
+        "calls": calls,
+        "concurrency": concurrency,
+        "calls_per_s": round(calls / elapsed, 1),
+        "baseline_calls_per_s": round(calls / base_elapsed, 1),
+        "p50_added_ms": round(percentile(with_ledger, 0.50) - percentile(base, 0.50), 3),
+        "p99_added_ms": round(percentile(with_ledger, 0.99) - percentile(base, 0.99), 3),
+        "serial": {
+            "p50_added_ms": round(percentile(serial, 0.5) - percentile(serial_base, 0.5), 3),
+            "p99_added_ms": round(percentile(serial, 0.99) - percentile(serial_base, 0.99), 3),
+        },
+        "verified": sum(row.requests for row in summary) == 200 + calls + 500,
+    }
+
+
 async def with_postgres_database(admin_url: str, work: Callable[[str], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
     admin = make_url(admin_url).set(drivername="postgresql")
     name = f"pulse_ai_bench_{os.getpid()}_{secrets.token_hex(3)}"
@@ -175,10 +224,14 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         url = f"sqlite:///{Path(directory) / 'bench.db'}"
         report["sqlite"] = await measure(url, args.calls, args.concurrency, args.serial_calls, args.max_delay_ms)
+        facade_url = f"sqlite:///{Path(directory) / 'facade.db'}"
+        report["sqlite"]["through_facade"] = await measure_facade(facade_url, args.calls, args.concurrency)
     if args.postgres_url:
 
         async def run(url: str) -> dict[str, Any]:
-            return await measure(url, args.calls, args.concurrency, args.serial_calls, args.max_delay_ms)
+            result = await measure(url, args.calls, args.concurrency, args.serial_calls, args.max_delay_ms)
+            result["through_facade"] = await measure_facade(url, args.calls, args.concurrency)
+            return result
 
         report["postgres"] = await with_postgres_database(args.postgres_url, run)
     else:

@@ -37,7 +37,6 @@ from pulse_ai.routing import HealthRegistry, ModelHealth, Router, probe
 from pulse_ai.streams import GenerationStream
 from pulse_ai.tenancy import TenantAI
 from pulse_ai.types import EmbeddingResult, GenerationParams, GenerationResult, Message
-from pulse_ai.usage import UsageServices
 from pulse_ai.vectors import Indexer, VectorSpace, VectorStore, open_vector_store
 
 __all__ = ["DEFAULT_CONFIG", "PulseAI"]
@@ -65,7 +64,7 @@ class PulseAI:
         self._tenant_providers: dict[tuple[str, str, str], Provider] = {}
         self._tenant_routers: dict[tuple[str, str, str], Router] = {}
         self._tenant_health: dict[str, HealthRegistry] = {}
-        self.meter = Meter(self._usage_services)
+        self.meter = Meter(self._platform.get)
         self.system = TenantAI(self, CallContext(SYSTEM_TENANT))
 
     @classmethod
@@ -154,9 +153,6 @@ class PulseAI:
         """The database and its modules (tenants, API keys, budgets, usage, index runs), opened
         on first use; the SQLite default is created and migrated then."""
         return await self._platform.get()
-
-    async def _usage_services(self) -> UsageServices:
-        return (await self._platform.get()).usage
 
     async def tenant_settings(self, tenant_id: str) -> TenantSettings | None:
         """A tenant's AI settings (cached for a few seconds); None for the system tenant."""

@@ -20,6 +20,7 @@ output limit, else ``DEFAULT_MAX_OUTPUT``) at the dearest candidate's prices.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -29,7 +30,8 @@ from typing import Any, Protocol, TypeVar
 from pulse_ai.accounting import Attempt, Usage, attempt_sink
 from pulse_ai.catalog import ModelSpec
 from pulse_ai.context import CallContext
-from pulse_ai.errors import AllProvidersFailed, ProviderError
+from pulse_ai.errors import AllProvidersFailed, DatabaseError, ProviderError
+from pulse_ai.platform import Platform
 from pulse_ai.streams import GenerationStream
 from pulse_ai.tokens import estimate_many
 from pulse_ai.types import (
@@ -45,6 +47,7 @@ from pulse_ai.usage import Operation, Reservation, UsageRow, UsageServices
 __all__ = ["DEFAULT_MAX_OUTPUT", "Meter", "Route", "attempt_sink", "usage_rows"]
 
 T = TypeVar("T")
+logger = logging.getLogger("pulse_ai.metering")
 # A generation with no max_tokens and a model with no declared output limit reserves this many.
 DEFAULT_MAX_OUTPUT = 4096
 # Tokens of chat framing per message (role, separators), on top of the content's estimate.
@@ -105,10 +108,13 @@ def usage_rows(attempts: Sequence[Attempt], context: CallContext, operation: Ope
 
 
 class Meter:
-    """Reserve, call, record. ``services`` opens the database on first use (and per event loop)."""
+    """Reserve, call, record. ``platform`` opens the database on first use (and per event loop)."""
 
-    def __init__(self, services: Callable[[], Awaitable[UsageServices]]) -> None:
-        self._services = services
+    def __init__(self, platform: Callable[[], Awaitable[Platform]]) -> None:
+        self._platform = platform
+
+    async def _services(self) -> UsageServices:
+        return (await self._platform()).usage
 
     # ---- calls ---------------------------------------------------------------------------
     async def embed(self, route: Route, texts: Sequence[str], context: CallContext) -> EmbeddingResult:
@@ -137,8 +143,8 @@ class Meter:
 
         async def chunks() -> AsyncIterator[Any]:
             worst, tokens = await self._generation_worst_case(route, messages, params)
-            services = await self._services()
-            held.append(await services.budgets.reserve(context.tenant_id, route.pipeline, worst, tokens))
+            platform = await self._platform()
+            held.append(await platform.reserve(context.tenant_id, route.pipeline, worst, tokens))
             stream = route.routed.stream(messages, params, context)
             inner.append(stream)
             try:
@@ -172,8 +178,8 @@ class Meter:
         tokens: int,
         call: Callable[[], Awaitable[T]],
     ) -> T:
-        services = await self._services()
-        reservation = await services.budgets.reserve(context.tenant_id, route.pipeline, worst, tokens)
+        platform = await self._platform()
+        reservation = await platform.reserve(context.tenant_id, route.pipeline, worst, tokens)
         finished: list[Attempt] = []
         token = attempt_sink.set(finished)
         started = time.perf_counter()
@@ -200,10 +206,24 @@ class Meter:
         self, attempts: Sequence[Attempt], context: CallContext, operation: Operation, reservation: Reservation
     ) -> None:
         """Commit the attempts' rows and settle the reservation to what they cost, together."""
-        services = await self._services()
+        platform = await self._platform()
         total = Usage.total(tuple(a.usage for a in attempts))
         settle = [(reservation, total.cost_usd, total.total_tokens)]
-        await _shielded(services.ledger.record(usage_rows(attempts, context, operation), settle=settle))
+        rows = usage_rows(attempts, context, operation)
+        try:
+            await _shielded(platform.usage.ledger.record(rows, settle=settle))
+        except DatabaseError:
+            # The database went away during the call: until it answers again, calls fail before
+            # any provider is called. What this call consumed goes to the log (no secrets in it).
+            platform.healthy = False
+            logger.error(
+                "usage not recorded (database unavailable): tenant=%s request=%s attempts=%s billed_usd=%s",
+                context.tenant_id,
+                context.request_id,
+                [(a.model, a.outcome, a.usage.input_tokens, a.usage.output_tokens) for a in attempts],
+                total.cost_usd,
+            )
+            raise
 
     @staticmethod
     async def _generation_worst_case(

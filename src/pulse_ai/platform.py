@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from pydantic import SecretStr
 
 from pulse_ai.config import DatabaseConfig
-from pulse_ai.db import ApiKeys, Credentials, Database, IndexRuns, Tenants, TenantSettings
-from pulse_ai.errors import PulseAIError
-from pulse_ai.usage import UsageServices
+from pulse_ai.db import ApiKeys, Credentials, Database, IndexRuns, Tenant, Tenants, TenantSettings, new_id
+from pulse_ai.db.changes import total
+from pulse_ai.db.types import utcnow
+from pulse_ai.errors import PulseAIError, TenantSuspendedError
+from pulse_ai.usage import Budget, Reservation, UsageServices
 
 __all__ = ["Platform", "PlatformHolder"]
 
@@ -37,10 +40,54 @@ class Platform:
     credentials: Credentials
     _settings: dict[str, tuple[float, TenantSettings]] = field(default_factory=dict)
     _credentials: dict[str, tuple[float, dict[str, SecretStr]]] = field(default_factory=dict)
+    _gates: dict[str, tuple[float, Tenant, tuple[Budget, ...]]] = field(default_factory=dict)
+    _seen_changes: int = 0
+    # False after a ledger write failed: calls then check the database before any provider call
+    healthy: bool = True
+
+    def _fresh(self) -> None:
+        """Drop every cached tenant state when this process changed one since it was cached."""
+        changes = total(self.tenants, self.usage.budgets, self.credentials)
+        if changes != self._seen_changes:
+            self._seen_changes = changes
+            self.forget()
+
+    async def reserve(self, tenant_id: str, pipeline: str | None, cost_usd: Decimal, tokens: int) -> Reservation:
+        """The budget step of a call: refuses an unknown or suspended tenant, and holds the call's
+        worst case against every budget that applies (atomically, in the database). A tenant with
+        no budget for this pipeline needs no database round trip: its state and budgets are read at
+        most every few seconds, so a budget set or a suspension in another process applies within
+        that delay (in this process, at once: ``forget`` is called by the setters here)."""
+        self._fresh()
+        if not self.healthy:
+            await self.db.ping()  # still down: DatabaseError, before any provider call
+            self.healthy = True
+        now = time.monotonic()
+        gate = self._gates.get(tenant_id)
+        if gate is None or gate[0] <= now:
+            tenant = await self.tenants.get(tenant_id)
+            budgets = tuple(await self.usage.budgets.list(tenant_id))
+            gate = (now + SETTINGS_TTL_S, tenant, budgets)
+            self._gates[tenant_id] = gate
+        _, tenant, budgets = gate
+        if not tenant.active:
+            raise TenantSuspendedError(tenant_id)
+        if not any(budget.pipeline is None or budget.pipeline == pipeline for budget in budgets):
+            return Reservation(new_id(), tenant_id, pipeline, cost_usd, tokens, utcnow(), holds=())
+        return await self.usage.budgets.reserve(tenant_id, pipeline, cost_usd, tokens)
+
+    def forget(self, tenant_id: str | None = None) -> None:
+        """Drop what is cached of a tenant (or of all): its next call reads it afresh."""
+        for cache in (self._settings, self._credentials, self._gates):
+            if tenant_id is None:
+                cache.clear()
+            else:
+                cache.pop(tenant_id, None)
 
     async def provider_credentials(self, tenant_id: str) -> dict[str, SecretStr]:
         """The tenant's own provider credentials (bring-your-own-key), by provider name; read at most
         every few seconds. Decrypted only here, and only ever held as ``SecretStr``."""
+        self._fresh()
         now = time.monotonic()
         cached = self._credentials.get(tenant_id)
         if cached is not None and cached[0] > now:
@@ -53,6 +100,7 @@ class Platform:
         return found
 
     async def settings(self, tenant_id: str) -> TenantSettings:
+        self._fresh()
         now = time.monotonic()
         cached = self._settings.get(tenant_id)
         if cached is not None and cached[0] > now:

@@ -301,22 +301,33 @@ async def test_postgres_stopped_mid_run_fails_calls_closed_and_recovers(postgres
     await proxy.start()
     proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     async with PulseAI.from_yaml(config(proxied)) as ai:
-        tenant = await new_tenant(ai)
-        await ai.tenant(tenant).embed(["before the outage"])
+        platform = await ai.platform()
+        budgeted, unbudgeted = await new_tenant(ai), await new_tenant(ai)
+        await platform.usage.budgets.set(budgeted, limit_usd=Decimal(10), period="day")
+        await ai.tenant(budgeted).embed(["before the outage"])
+        await ai.tenant(unbudgeted).embed(["before the outage"])
         await proxy.cut()
         a = fake(ai, "a")
         calls_before = len(a.calls)
-        with pytest.raises(DatabaseError):
-            await ai.tenant(tenant).embed(["during the outage"])
-        assert len(a.calls) == calls_before  # refused before any provider call
+        with pytest.raises(DatabaseError):  # a budget to check: refused before any provider call
+            await ai.tenant(budgeted).embed(["during the outage"])
+        assert len(a.calls) == calls_before
+        with pytest.raises(DatabaseError):  # no budget: the call ran, its record failed: an error
+            await ai.tenant(unbudgeted).embed(["during the outage"])
+        calls_before = len(a.calls)
+        with pytest.raises(DatabaseError):  # from then on, refused before any provider call
+            await ai.tenant(unbudgeted).embed(["still during the outage"])
+        assert len(a.calls) == calls_before
         await proxy.start()  # the same port: the database is back
         for _ in range(20):
             try:
-                await ai.tenant(tenant).embed(["after the outage"])
+                await ai.tenant(budgeted).embed(["after the outage"])
                 break
             except DatabaseError:
                 await asyncio.sleep(0.25)
-        recorded = await rows(ai, tenant)
+        await ai.tenant(unbudgeted).embed(["after the outage"])
+        recorded = await rows(ai, budgeted)
+        assert len(await rows(ai, unbudgeted)) == 2
     assert len(recorded) == 2  # before and after; the refused call spent nothing
 
 

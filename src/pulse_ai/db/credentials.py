@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from sqlalchemy import delete, select, update
 
 from pulse_ai.config import NAME_PATTERN
+from pulse_ai.db.changes import counts_change
 from pulse_ai.db.database import Database
 from pulse_ai.db.ids import new_id, validate_tenant_id
 from pulse_ai.db.models import ProviderCredentialRow, TenantRow
@@ -98,6 +99,8 @@ def _provider(value: str) -> str:
 class Credentials:
     """Per-tenant provider credentials. Build with :meth:`open`, which checks the keys at start-up."""
 
+    changes = 0  # writes made through this object (caches of tenants' state watch it)
+
     def __init__(self, db: Database, keyring: SecretKeyring | None) -> None:
         self.db = db
         self.keyring = keyring
@@ -148,6 +151,7 @@ class Credentials:
             )
         return self.keyring
 
+    @counts_change
     async def set(self, tenant_id: str, provider: str, secret: SecretStr | str) -> CredentialInfo:
         """Store (or replace) the tenant's credential for ``provider``, encrypted with the current key."""
         tenant_id = validate_tenant_id(tenant_id)
@@ -206,6 +210,7 @@ class Credentials:
             rows = (await connection.execute(query)).all()
         return [CredentialInfo(r.tenant_id, r.provider, r.created_at, r.updated_at) for r in rows]
 
+    @counts_change
     async def delete(self, tenant_id: str, provider: str) -> bool:
         tenant_id = validate_tenant_id(tenant_id)
         async with self.db.write("delete a provider credential") as connection:
@@ -216,6 +221,7 @@ class Credentials:
             )
         return bool(result.rowcount)
 
+    @counts_change
     async def rotate(self) -> int:
         """Re-encrypt every stored credential with the current (first) key, in one transaction.
         Returns how many were re-encrypted. A row no key can read aborts it all (``SecretKeyError``)."""

@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 
 from pulse_ai.catalog import Capability
 from pulse_ai.config import NAME_PATTERN
+from pulse_ai.db.changes import counts_change
 from pulse_ai.db.database import Database
 from pulse_ai.db.ids import SYSTEM_TENANT, validate_tenant_id
 from pulse_ai.db.models import TenantRow, TenantSettingsRow, TenantStatus
@@ -65,6 +66,8 @@ def _pipeline_name(value: object, what: str) -> str:
 class Tenants:
     """Create, read, suspend tenants; read and change their AI settings."""
 
+    changes = 0  # writes made through this object (caches of tenants' state watch it)
+
     def __init__(self, db: Database) -> None:
         self.db = db
 
@@ -107,6 +110,7 @@ class Tenants:
             rows = (await connection.execute(query)).all()
         return [Tenant(r.id, r.display_name, TenantStatus(r.status), r.created_at, r.updated_at) for r in rows]
 
+    @counts_change
     async def set_status(self, tenant_id: str, status: TenantStatus | str) -> Tenant:
         tenant_id = validate_tenant_id(tenant_id, allow_system=False)
         status = TenantStatus(status)
@@ -143,6 +147,7 @@ class Tenants:
             dict(row.provider_overrides or {}),
         )
 
+    @counts_change
     async def update_settings(
         self,
         tenant_id: str,

@@ -17,6 +17,7 @@ from decimal import Decimal
 from sqlalchemy import delete, select, update
 
 from pulse_ai.config import NAME_PATTERN
+from pulse_ai.db.changes import counts_change
 from pulse_ai.db.database import Database, load
 from pulse_ai.db.ids import new_id, validate_tenant_id
 from pulse_ai.db.models import ALL_PIPELINES, BudgetCounterRow, BudgetMode, BudgetPeriod, BudgetRow, TenantRow
@@ -59,6 +60,8 @@ def _tokens(value: int, what: str) -> int:
 
 
 class Budgets:
+    changes = 0  # writes made through this object (caches of tenants' state watch it)
+
     def __init__(self, db: Database, writer: GroupCommitWriter | None = None) -> None:
         self.db = db
         self._owns_writer = writer is None
@@ -70,6 +73,7 @@ class Budgets:
 
     # -- administration ---------------------------------------------------------------------
 
+    @counts_change
     async def set(
         self,
         tenant_id: str,
@@ -153,6 +157,7 @@ class Budgets:
             )
         return statuses
 
+    @counts_change
     async def delete(
         self, tenant_id: str, *, pipeline: str | None = None, period: BudgetPeriod | str = BudgetPeriod.MONTH
     ) -> bool:
