@@ -22,17 +22,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from pulse_ai.accounting import Attempt, Usage, attempt_sink
 from pulse_ai.catalog import ModelSpec
 from pulse_ai.context import CallContext
 from pulse_ai.errors import AllProvidersFailed, DatabaseError, ProviderError
 from pulse_ai.platform import Platform
-from pulse_ai.streams import GenerationStream
+from pulse_ai.streams import GenerationStream, relay
 from pulse_ai.tokens import estimate_many
 from pulse_ai.types import (
     EmbeddingResult,
@@ -138,29 +138,20 @@ class Meter:
     def stream(
         self, route: Route, messages: Sequence[Message], params: GenerationParams | None, context: CallContext
     ) -> GenerationStream:
-        inner: list[GenerationStream] = []
         held: list[Reservation] = []
 
-        async def chunks() -> AsyncIterator[Any]:
+        async def open_inner() -> GenerationStream:
             worst, tokens = await self._generation_worst_case(route, messages, params)
             platform = await self._platform()
             held.append(await platform.reserve(context.tenant_id, route.pipeline, worst, tokens))
-            stream = route.routed.stream(messages, params, context)
-            inner.append(stream)
-            try:
-                async for delta in stream:
-                    yield delta
-            finally:
-                await stream.aclose()
-            if stream.result is not None:
-                yield replace(stream.result, request_id=context.request_id)
+            return route.routed.stream(messages, params, context)
 
         async def record(stream: GenerationStream) -> None:
             if not held:
                 return  # refused before any call (budget, tenant): nothing was consumed
             await self._record(stream.attempts, context, Operation.STREAM, held[0])
 
-        outer = GenerationStream(chunks(), lambda _: inner[0].attempts if inner else ())
+        outer = relay(open_inner, lambda result: replace(result, request_id=context.request_id))
         outer.on_finish(record)
         return outer
 

@@ -28,7 +28,7 @@ from pulse_ai.accounting import Attempt
 from pulse_ai.errors import error_kind
 from pulse_ai.types import GenerationResult
 
-__all__ = ["GenerationStream"]
+__all__ = ["GenerationStream", "relay"]
 
 FinishCallback = Callable[["GenerationStream"], Awaitable[None] | None]
 AttemptsOf = Callable[["GenerationStream"], tuple[Attempt, ...]]
@@ -130,3 +130,26 @@ class GenerationStream:
             returned = callback(self)
             if inspect.isawaitable(returned):
                 await returned
+
+
+def relay(
+    open_inner: Callable[[], Awaitable[GenerationStream]],
+    finish: Callable[[GenerationResult], GenerationResult] | None = None,
+) -> GenerationStream:
+    """A stream that opens ``open_inner()`` on its first read (where a layer does its async work:
+    a budget reservation, a settings lookup) and relays it: the deltas, the final result (through
+    ``finish``), its attempts, and its closing when the outer stream is closed early."""
+    opened: list[GenerationStream] = []
+
+    async def chunks() -> AsyncIterator[str | GenerationResult]:
+        inner = await open_inner()
+        opened.append(inner)
+        try:
+            async for delta in inner:
+                yield delta
+        finally:
+            await inner.aclose()
+        if inner.result is not None:
+            yield finish(inner.result) if finish is not None else inner.result
+
+    return GenerationStream(chunks(), lambda _: opened[0].attempts if opened else ())

@@ -27,7 +27,7 @@ import numpy.typing as npt
 from pulse_ai.catalog import Capability
 from pulse_ai.context import CallContext
 from pulse_ai.errors import PipelineNotAllowedError
-from pulse_ai.streams import GenerationStream
+from pulse_ai.streams import GenerationStream, relay
 from pulse_ai.types import EmbeddingResult, GenerationParams, GenerationResult, Message, normalise_messages
 from pulse_ai.usage import UsageSummaryRow
 from pulse_ai.usage.reports import GroupBy
@@ -86,21 +86,12 @@ class TenantAI:
         """Use as ``async with acme.stream(...) as stream: async for delta in stream``; leaving the
         block early closes the provider's stream at once and records what was consumed."""
         checked = normalise_messages(messages)
-        chosen: list[GenerationStream] = []
 
-        async def chunks() -> Any:
+        async def open_inner() -> GenerationStream:
             route, context = await self._route(model, pipeline, Capability.GENERATION)
-            stream = self._ai.meter.stream(route, checked, params, context)
-            chosen.append(stream)
-            try:
-                async for delta in stream:
-                    yield delta
-            finally:
-                await stream.aclose()
-            if stream.result is not None:
-                yield stream.result
+            return self._ai.meter.stream(route, checked, params, context)
 
-        return GenerationStream(chunks(), lambda _: chosen[0].attempts if chosen else ())
+        return relay(open_inner)
 
     def indexer(self, pipeline: str | None = None) -> TenantIndexer:
         """Indexing and search of this tenant's records (embedding costs are this tenant's)."""
