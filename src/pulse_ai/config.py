@@ -46,6 +46,8 @@ from pulse_ai.yaml_loader import interpolate, join_key, load_yaml, read_config_f
 __all__ = [
     "AzureOpenAIConfig",
     "BreakerConfig",
+    "CacheConfig",
+    "CacheLevelConfig",
     "CustomGatewayConfig",
     "DatabaseConfig",
     "ErrorKind",
@@ -53,6 +55,7 @@ __all__ = [
     "FallbackConfig",
     "ModelConfig",
     "OpenAIConfig",
+    "PipelineCacheConfig",
     "PipelineConfig",
     "ProviderConfig",
     "PulseConfig",
@@ -198,6 +201,16 @@ class BreakerConfig(_Strict):
         return self
 
 
+class PipelineCacheConfig(_Strict):
+    """A pipeline's use of the caches. ``share_across_tenants`` (embedding pipelines, for public
+    data): one embedding entry serves every tenant. ``cache_generation`` (generation pipelines):
+    answers are cached at any temperature, not only at temperature 0."""
+
+    enabled: bool = True
+    share_across_tenants: bool = False
+    cache_generation: bool = False
+
+
 class PipelineConfig(_Strict):
     kind: Capability
     candidates: list[str] = Field(min_length=1)
@@ -205,6 +218,15 @@ class PipelineConfig(_Strict):
     explore_rate: Fraction = Field(default=0.05, ge=0.0, le=1.0)
     fallback: FallbackConfig = Field(default_factory=FallbackConfig)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    cache: PipelineCacheConfig = Field(default_factory=PipelineCacheConfig)
+
+    @model_validator(mode="after")
+    def _cache_options_fit_kind(self) -> PipelineConfig:
+        if self.cache.share_across_tenants and self.kind is not Capability.EMBEDDING:
+            raise ValueError("cache.share_across_tenants applies to embedding pipelines only")
+        if self.cache.cache_generation and self.kind is not Capability.GENERATION:
+            raise ValueError("cache.cache_generation applies to generation pipelines only")
+        return self
 
 
 class VectorStoreConfig(_Strict):
@@ -253,6 +275,46 @@ class DatabaseConfig(_Strict):
     url: str = Field(default="sqlite+aiosqlite:///./data/pulse-ai.db", min_length=1)
 
 
+CacheBackendName = Literal["off", "memory", "sqlite", "redis", "memory+sqlite", "memory+redis"]
+
+
+class CacheLevelConfig(_Strict):
+    """One cache: its backend (``memory+sqlite``: memory in front of SQLite), how long entries live
+    (``ttl`` seconds, none: until evicted or cleared) and the memory tier's bound in bytes."""
+
+    backend: CacheBackendName = "memory+sqlite"
+    ttl: Seconds | None = None
+    max_bytes: Count = 256 * 1024 * 1024
+
+
+class CacheConfig(_Strict):
+    """The caches (``pulse_ai.cache``). ``enabled: false`` turns every one off; ``backend: off`` one.
+    ``sqlite_path`` defaults to ``pulse-ai-cache.db`` beside a SQLite database; ``redis_url`` is
+    needed by any ``redis`` level (``${VAR}`` allowed; it may hold a password, so it is secret)."""
+
+    enabled: bool = True
+    sqlite_path: str | None = None
+    redis_url: SecretStr | None = None
+    key_prefix: str = Field(default="pulse-ai:", min_length=1, max_length=64)
+    timeout: Seconds = 0.25
+    retry_after: NonNegativeSeconds = 5.0
+    embeddings: CacheLevelConfig = Field(default_factory=CacheLevelConfig)
+    generation: CacheLevelConfig = Field(default_factory=lambda: CacheLevelConfig(ttl=3600, max_bytes=32 * 2**20))
+    search: CacheLevelConfig = Field(default_factory=lambda: CacheLevelConfig(ttl=600, max_bytes=32 * 2**20))
+    schema_: CacheLevelConfig = Field(default_factory=lambda: CacheLevelConfig(max_bytes=4 * 2**20), alias="schema")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _redis_url_when_used(self) -> CacheConfig:
+        levels = {"embeddings": self.embeddings, "generation": self.generation, "search": self.search}
+        levels["schema"] = self.schema_
+        uses = [name for name, level in levels.items() if "redis" in level.backend]
+        if self.enabled and uses and self.redis_url is None:
+            raise ValueError(f"`redis_url` is needed: {', '.join(uses)} use the redis backend")
+        return self
+
+
 class PulseConfig(_Strict):
     """The whole configuration. Build it with :func:`load_config`, which also resolves models."""
 
@@ -261,6 +323,7 @@ class PulseConfig(_Strict):
     pipelines: dict[str, PipelineConfig] = Field(default_factory=dict)
     vector_store: VectorStoreConfig = Field(default_factory=VectorStoreConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
     @field_validator("providers", "pipelines")
     @classmethod
