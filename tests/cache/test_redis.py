@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -80,8 +82,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop(pidfile: Path) -> None:
+    """Kill the Redis this test started (by its pid, as a crash would) and wait until it is gone."""
+    if not pidfile.exists():
+        return
+    pid = int(pidfile.read_text())
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    for _ in range(200):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.01)
+
+
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[tuple[str, int]]:
+def own_redis(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
     port = free_port()
@@ -97,22 +116,20 @@ def own_redis(tmp_path: Path) -> Iterator[tuple[str, int]]:
             break
         except redis.ConnectionError:
             time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0", port
-    try:
-        client.shutdown(nosave=True)
-    except redis.ConnectionError:
-        pass  # already stopped by the test
+    client.close()
+    yield f"redis://127.0.0.1:{port}/0", tmp_path / "redis.pid"
+    stop(tmp_path / "redis.pid")
 
 
 async def test_redis_stopped_mid_run_degrades_to_misses_with_one_warning(
-    own_redis: tuple[str, int], ai: PulseAI, caplog: pytest.LogCaptureFixture
+    own_redis: tuple[str, Path], ai: PulseAI, caplog: pytest.LogCaptureFixture
 ) -> None:
-    url, port = own_redis
+    url, pidfile = own_redis
     async with Caches.from_config(redis_config(url, "t:", retry_after=0)) as caches:
         cached = CachingRouter(ai.router("embedding"), caches)
         await cached.embed(["warm"], ctx())
         assert (await cached.embed(["warm"], ctx())).attempts[0].cache_level == "redis"
-        redis.Redis(port=port).shutdown(nosave=True)  # Redis stops
+        stop(pidfile)  # Redis stops
         caplog.set_level(logging.WARNING, logger="pulse_ai.cache")
         for i in range(3):
             result = await cached.embed(["warm", f"cold {i}"], ctx())
@@ -124,11 +141,11 @@ async def test_redis_stopped_mid_run_degrades_to_misses_with_one_warning(
         assert len(fake(ai, "a").requests("embed")) == 4
 
 
-async def test_memory_in_front_of_redis_keeps_serving_when_redis_stops(own_redis: tuple[str, int], ai: PulseAI) -> None:
-    url, port = own_redis
+async def test_memory_in_front_of_redis_keeps_serving_when_redis_stops(own_redis: tuple[str, Path], ai: PulseAI) -> None:
+    url, pidfile = own_redis
     async with Caches.from_config(redis_config(url, "t:", backend="memory+redis")) as caches:
         cached = CachingRouter(ai.router("embedding"), caches)
         await cached.embed(["warm"], ctx())
-        redis.Redis(port=port).shutdown(nosave=True)
+        stop(pidfile)
         result = await cached.embed(["warm", "cold"], ctx())
         assert result.cached == 1 and result.attempts[0].cache_level == "memory"
