@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -275,7 +276,13 @@ class DatabaseConfig(_Strict):
     url: str = Field(default="sqlite+aiosqlite:///./data/pulse-ai.db", min_length=1)
 
 
-CacheBackendName = Literal["off", "memory", "sqlite", "redis", "memory+sqlite", "memory+redis"]
+def _off(value: object) -> object:
+    return "off" if value is False else value  # YAML reads a bare `off` as false
+
+
+CacheBackendName = Annotated[
+    Literal["off", "memory", "sqlite", "redis", "memory+sqlite", "memory+redis"], BeforeValidator(_off)
+]
 
 
 class CacheLevelConfig(_Strict):
