@@ -23,17 +23,17 @@ async def main(backend: str, location: str, tenant: str, count: int, prefix: str
     else:
         url, key_prefix = location.split(" ", 1)
         config = CacheConfig(redis_url=url, key_prefix=key_prefix, embeddings={"backend": "redis"})  # type: ignore[arg-type]
-    async with PulseAI.from_yaml(fakes_yaml("a", pipelines=embed_pipeline("a"))) as ai:
-        async with Caches.from_config(config) as caches:
-            cached = CachingRouter(ai.router("embedding"), caches)
-            texts = [f"{prefix} {i}" for i in range(count)]
-            served = 0
-            for start in range(0, count, 50):  # many small writes, to interleave with another process
-                result = await cached.embed(texts[start : start + 50], CallContext(tenant))
-                served += result.cached
-            provider = ai.provider("a")
-            assert isinstance(provider, FakeProvider)
-            return {"requests": len(provider.requests("embed")), "cached": served}
+    yaml = fakes_yaml("a", pipelines=embed_pipeline("a"))
+    async with PulseAI.from_yaml(yaml) as ai, Caches.from_config(config) as caches:
+        cached = CachingRouter(ai.router("embedding"), caches)
+        texts = [f"{prefix} {i}" for i in range(count)]
+        served = 0
+        for start in range(0, count, 50):  # many small writes, to interleave with another process
+            result = await cached.embed(texts[start : start + 50], CallContext(tenant))
+            served += result.cached
+        provider = ai.provider("a")
+        assert isinstance(provider, FakeProvider)
+        return {"requests": len(provider.requests("embed")), "cached": served}
 
 
 if __name__ == "__main__":

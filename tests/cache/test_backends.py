@@ -119,5 +119,5 @@ async def test_concurrent_sqlite_readers_and_writers_in_one_process(tmp_path: Pa
         results = await asyncio.gather(*(cached.embed(batch, ctx()) for batch in batches))
         for batch, result in zip(batches, results, strict=True):
             np.testing.assert_allclose(result.vectors, expected(batch), atol=1e-6)
-        assert len(set(sum(batches, []))) == 40
-        assert len(set(sum((list(c.inputs) for c in fake(ai, "a").requests("embed")), []))) == 40
+        assert len({text for batch in batches for text in batch}) == 40
+        assert len({text for call in fake(ai, "a").requests("embed") for text in call.inputs}) == 40

@@ -42,7 +42,7 @@ def test_redis_url_is_interpolated_secret_and_required(monkeypatch: pytest.Monke
     assert "hunter2" not in repr(loaded.config.cache)
     with pytest.raises(ConfigError, match="redis_url"):
         load_config_text(base + "cache: {embeddings: {backend: redis}}\n")
-    with pytest.raises(ConfigError, match="cache.embeddings.backend"):
+    with pytest.raises(ConfigError, match=r"cache\.embeddings\.backend"):
         load_config_text(base + "cache: {embeddings: {backend: memcached}}\n")
 
 

@@ -48,7 +48,8 @@ async def test_every_parameter_that_changes_the_answer_changes_the_key(ai: Pulse
     for params in variants:
         assert not (await cached.generate("hi", params, ctx())).cached
     assert not (await cached.generate("hi there", ZERO, ctx())).cached
-    assert not (await cached.generate([{"role": "system", "content": "be short"}, {"role": "user", "content": "hi"}], ZERO, ctx())).cached  # fmt: skip
+    with_system = [{"role": "system", "content": "be short"}, {"role": "user", "content": "hi"}]
+    assert not (await cached.generate(with_system, ZERO, ctx())).cached
     assert not (await cached.generate("hi", ZERO, ctx("globex"))).cached  # another tenant
     assert (await cached.generate("hi", ZERO, ctx(pipeline="other"))).cached  # a new request id, same call
 

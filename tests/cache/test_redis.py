@@ -49,7 +49,8 @@ async def test_replicas_share_entries_and_a_purge_removes_the_tenants(
     shared_redis: tuple[str, str], ai: PulseAI
 ) -> None:
     url, prefix = shared_redis
-    async with Caches.from_config(redis_config(url, prefix)) as one, Caches.from_config(redis_config(url, prefix)) as two:
+    config = redis_config(url, prefix)
+    async with Caches.from_config(config) as one, Caches.from_config(config) as two:
         await CachingRouter(ai.router("embedding"), one).embed(["a", "b"], ctx("acme"))
         await CachingRouter(ai.router("embedding"), one).embed(["a"], ctx("globex"))
         other = CachingRouter(ai.router("embedding"), two)
@@ -141,7 +142,9 @@ async def test_redis_stopped_mid_run_degrades_to_misses_with_one_warning(
         assert len(fake(ai, "a").requests("embed")) == 4
 
 
-async def test_memory_in_front_of_redis_keeps_serving_when_redis_stops(own_redis: tuple[str, Path], ai: PulseAI) -> None:
+async def test_memory_in_front_of_redis_keeps_serving_when_redis_stops(
+    own_redis: tuple[str, Path], ai: PulseAI
+) -> None:
     url, pidfile = own_redis
     async with Caches.from_config(redis_config(url, "t:", backend="memory+redis")) as caches:
         cached = CachingRouter(ai.router("embedding"), caches)
