@@ -56,7 +56,6 @@ def cache_config(backend: str, directory: Path, redis_url: str, prefix: str) -> 
         sqlite_path=str(directory / f"cache-{uuid.uuid4().hex[:8]}.db"),
         redis_url=redis_url,
         key_prefix=prefix,
-        timeout=5.0,  # the bench measures the backend, not the fault policy
         embeddings=level,  # type: ignore[arg-type]
     )
 
