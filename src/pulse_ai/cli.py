@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from pulse_ai import cli_admin
+from pulse_ai.cli_cache import app as cache_app
 from pulse_ai.cli_vectors import app as vectors_app
 from pulse_ai.client import PulseAI
 from pulse_ai.config import load_config
@@ -22,6 +23,7 @@ providers_app = typer.Typer(no_args_is_help=True, help="Configured providers.")
 app.add_typer(config_app, name="config")
 app.add_typer(providers_app, name="providers")
 app.add_typer(vectors_app, name="vectors")
+app.add_typer(cache_app, name="cache")
 app.add_typer(cli_admin.db_app, name="db")
 app.add_typer(cli_admin.tenants_app, name="tenants")
 app.add_typer(cli_admin.keys_app, name="keys")

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from pulse_ai.catalog import Capability, Catalog, ModelSpec, Tier, default_catalog
+from pulse_ai.config_cache import CacheConfig, CacheLevelConfig, PipelineCacheConfig
 from pulse_ai.config_types import (
     Count,
     Fraction,
@@ -46,6 +47,8 @@ from pulse_ai.yaml_loader import interpolate, join_key, load_yaml, read_config_f
 __all__ = [
     "AzureOpenAIConfig",
     "BreakerConfig",
+    "CacheConfig",
+    "CacheLevelConfig",
     "CustomGatewayConfig",
     "DatabaseConfig",
     "ErrorKind",
@@ -53,6 +56,7 @@ __all__ = [
     "FallbackConfig",
     "ModelConfig",
     "OpenAIConfig",
+    "PipelineCacheConfig",
     "PipelineConfig",
     "ProviderConfig",
     "PulseConfig",
@@ -205,6 +209,15 @@ class PipelineConfig(_Strict):
     explore_rate: Fraction = Field(default=0.05, ge=0.0, le=1.0)
     fallback: FallbackConfig = Field(default_factory=FallbackConfig)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    cache: PipelineCacheConfig = Field(default_factory=PipelineCacheConfig)
+
+    @model_validator(mode="after")
+    def _cache_options_fit_kind(self) -> PipelineConfig:
+        if self.cache.share_across_tenants and self.kind is not Capability.EMBEDDING:
+            raise ValueError("cache.share_across_tenants applies to embedding pipelines only")
+        if self.cache.cache_generation and self.kind is not Capability.GENERATION:
+            raise ValueError("cache.cache_generation applies to generation pipelines only")
+        return self
 
 
 class VectorStoreConfig(_Strict):
@@ -266,6 +279,7 @@ class PulseConfig(_Strict):
     pipelines: dict[str, PipelineConfig] = Field(default_factory=dict)
     vector_store: VectorStoreConfig = Field(default_factory=VectorStoreConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
     @field_validator("providers", "pipelines")
     @classmethod

@@ -223,9 +223,35 @@ class Indexer:
         hnsw_ef: int | None = None,
         exact: bool = False,
     ) -> list[SearchHit]:
-        """Search by text (embedded with the pipeline) or by a vector of this indexer's space."""
+        """Search by text (embedded with the pipeline) or by a vector of this indexer's space.
+
+        With a search cache on the store (``store.cache``), a repeated search (same query text or
+        vector, filter, options) is answered from it until the table is written to."""
         validate_name(tenant, "tenant")  # before the query is embedded (and paid for)
         validate_name(table, "table")
+        cache = self.store.cache
+        key: str | None = None
+        if cache is not None:
+            options = (where, limit, score_threshold, hnsw_ef, exact)
+            key, cached = await cache.get_search(tenant, table, self.space.id, query, *options)
+            if cached is not None:
+                return cached
+        hits = await self._search(tenant, table, query, limit, score_threshold, where, hnsw_ef, exact)
+        if cache is not None and key is not None:
+            await cache.put_search(key, tenant, hits)
+        return hits
+
+    async def _search(
+        self,
+        tenant: str,
+        table: str,
+        query: str | npt.ArrayLike,
+        limit: int,
+        score_threshold: float | None,
+        where: Mapping[str, object] | None,
+        hnsw_ef: int | None,
+        exact: bool,
+    ) -> list[SearchHit]:
         if isinstance(query, str):
             result = await self.embedder_of(tenant).embed([query])
             if result.vector_space != self.space.id:

@@ -12,7 +12,7 @@ import asyncio
 import math
 import time
 from collections.abc import Mapping, Sequence, Set
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -51,6 +51,9 @@ from pulse_ai.vectors.scope import (
     validate_record_id,
 )
 
+if TYPE_CHECKING:
+    from pulse_ai.cache.vectors import TableSpace, VectorCache
+
 __all__ = ["SHARED_PREFIX", "VectorStore"]
 
 SHARED_PREFIX = "shared__"
@@ -64,6 +67,9 @@ class VectorStore(VectorBackend):
         self._known: dict[str, CollectionInfo] = {}
         self._names: set[str] | None = None
         self._names_at = 0.0
+        #: Optional cache hooks (``pulse_ai.cache.vectors``): versions bumped and schema kept after
+        #: every write, the schema consulted instead of a listing. None: no caching.
+        self.cache: VectorCache | None = None
 
     # ---- writes ----------------------------------------------------------------------------
     async def upsert(self, tenant: str, table: str, space: VectorSpace, points: Sequence[VectorPoint]) -> int:
@@ -103,7 +109,20 @@ class VectorStore(VectorBackend):
         finally:
             if in_flight is not None and not in_flight.done():
                 in_flight.cancel()
+            await self._cache_written(tenant, table, space, name, points)
         return len(points)
+
+    async def _cache_written(
+        self, tenant: str, table: str, space: VectorSpace, name: str, points: Sequence[VectorPoint | MetadataUpdate]
+    ) -> None:
+        """Tell the cache (also after a failed write: part of it may have landed)."""
+        if self.cache is not None:
+            fields = {key for point in points for key in point.metadata}
+            try:
+                count: int | None = await self._count(name, scope_filter(tenant, table))
+            except VectorStoreError:
+                count = None  # the version is bumped all the same
+            await self.cache.written(tenant, table, space.id, count, fields)
 
     async def _write(self, name: str, batch: list[StoredPoint]) -> None:
         await self._upsert(name, batch)
@@ -135,9 +154,12 @@ class VectorStore(VectorBackend):
         missing = [record for record in ids if record not in existing]
         if missing:  # checked before the first write: nothing is half-updated
             raise InputError(f"records not stored in {table!r}, so no metadata to update: {', '.join(missing[:10])}")
-        for start in range(0, len(payloads), self.upsert_batch_size):
-            await self._overwrite_payloads(name, payloads[start : start + self.upsert_batch_size])
-        await self._written(name, 0)
+        try:
+            for start in range(0, len(payloads), self.upsert_batch_size):
+                await self._overwrite_payloads(name, payloads[start : start + self.upsert_batch_size])
+            await self._written(name, 0)
+        finally:
+            await self._cache_written(tenant, table, space, name, points)
         return len(payloads)
 
     async def delete(self, tenant: str, table: str, space: VectorSpace, record_ids: Sequence[str]) -> int:
@@ -158,8 +180,11 @@ class VectorStore(VectorBackend):
         self._check_scope(existing, tenant, table)
         if existing:
             where = All((*scope_filter(tenant, table).conditions, MatchAnyOf(RECORD_KEY, tuple(ids))))
-            await self._delete(name, where)
-            await self._written(name, len(existing))
+            try:
+                await self._delete(name, where)
+                await self._written(name, len(existing))
+            finally:
+                await self._cache_written(tenant, table, space, name, ())
         return len(existing)
 
     async def purge_tenant(self, tenant: str) -> PurgeReport:
@@ -195,6 +220,8 @@ class VectorStore(VectorBackend):
         except VectorStoreError as error:
             failures.append(str(error))
         report = PurgeReport(tenant, tuple(dropped), deleted)
+        if self.cache is not None:
+            await self.cache.purged(tenant)
         if failures:
             raise PurgeIncompleteError(tenant, failures, removed=[*dropped, *deleted])
         return report
@@ -260,15 +287,26 @@ class VectorStore(VectorBackend):
     async def spaces(self, tenant: str, table: str) -> list[str]:
         """The vector spaces this tenant's table has points in."""
         tenant, table = validate_name(tenant, "tenant"), validate_name(table, "table")
-        held = []
+        if self.cache is not None:  # the schema cache, when it knows this table completely
+            known = await self.cache.table_spaces(tenant, table)
+            if known is not None:
+                return known
+        held: dict[str, int] = {}
         for name in sorted(await self._collection_names()):
             mine = name.startswith(SHARED_PREFIX) or name.startswith(f"{tenant_collection_prefix(tenant)}{table}__")
-            if not mine or not await self._count(name, scope_filter(tenant, table)):
-                continue
-            info = self._known.get(name) or await self._collection_info(name)
+            count = await self._count(name, scope_filter(tenant, table)) if mine else 0
+            info = (self._known.get(name) or await self._collection_info(name)) if count else None
             if info is not None:
-                held.append(info.vector_space)
-        return sorted(set(held))
+                held[info.vector_space] = held.get(info.vector_space, 0) + count
+        if self.cache is not None:
+            await self.cache.listed(tenant, table, held)
+        return sorted(held)
+
+    async def tenant_schema(self, tenant: str) -> list[TableSpace] | None:
+        """What ``tenant`` has indexed (table, space, count, metadata fields), from the schema cache
+        (kept in step with writes through this store); None without a schema cache."""
+        tenant = validate_name(tenant, "tenant")
+        return None if self.cache is None else await self.cache.tenant_schema(tenant)
 
     async def _refuse_other_spaces(self, tenant: str, table: str, space: VectorSpace) -> None:
         others = [held for held in await self.spaces(tenant, table) if held != space.id]

@@ -1,0 +1,224 @@
+"""Fault handling around every backend (``Tier``), and one cache level over its tiers (``CacheLevel``).
+
+A backend that fails or is slow never fails a call: each operation is bounded by a short timeout
+(plus a little per entry, for big batches), and a failure turns into a miss (a read) or a skipped
+write. The first failure logs ONE warning and counts an error; the tier is then left alone for
+``retry_after`` seconds (so an outage costs no timeouts on every call), tried again after that, and
+an info line says when it answers again. Warnings name the tier and the error type, never a key or
+a text.
+
+A level is one or two tiers, front first (memory in front of SQLite or Redis). A read asks each
+tier in turn for what is still missing, and copies what a back tier had into the front ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from redis.exceptions import RedisError
+
+from pulse_ai.cache.backend import CacheBackend
+from pulse_ai.cache.stats import CacheStats
+
+__all__ = ["CacheLevel", "Tier"]
+
+log = logging.getLogger("pulse_ai.cache")
+T = TypeVar("T")
+PER_ENTRY_SECONDS = 0.0005
+# What a backend may raise when it is down, slow or damaged; anything else is a bug and is raised.
+BACKEND_ERRORS: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    OSError,
+    ConnectionError,
+    RedisError,
+    sqlite3.Error,
+    RuntimeError,  # an executor or client already shut down
+)
+
+
+class Tier:
+    """One backend with the fault policy. Shared by every level that uses the backend, so an outage
+    warns once, not once per level."""
+
+    def __init__(
+        self,
+        backend: CacheBackend,
+        stats: CacheStats,
+        *,
+        timeout: float = 0.25,
+        retry_after: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.backend = backend
+        self.name = backend.tier
+        self.stats = stats
+        self.timeout = timeout
+        self.retry_after = retry_after
+        self._clock = clock
+        self._down_until: float | None = None
+        self.degraded = False
+        self.warnings = 0
+
+    @property
+    def available(self) -> bool:
+        return self._down_until is None or self._clock() >= self._down_until
+
+    async def run(
+        self, operation: Callable[[], Awaitable[T]], default: T, *, entries: int, cache: str, tenant: str
+    ) -> T:
+        """The operation's result, or ``default`` when the backend is down, slow or failing."""
+        if self.backend.tier == "memory":  # in-process: nothing to time out, nothing to fail
+            return await operation()
+        if not self.available:
+            return default
+        try:
+            result = await asyncio.wait_for(operation(), self.timeout + PER_ENTRY_SECONDS * entries)
+        except BACKEND_ERRORS as error:
+            self._failed(error, cache, tenant)
+            return default
+        if self.degraded:
+            self.degraded = False
+            log.info("cache tier %s answers again", self.name)
+        self._down_until = None
+        return result
+
+    def _failed(self, error: BaseException, cache: str, tenant: str) -> None:
+        self.stats.error(cache, self.name, tenant)
+        self._down_until = self._clock() + self.retry_after
+        if not self.degraded:
+            self.degraded = True
+            self.warnings += 1
+            reason = "timed out" if isinstance(error, TimeoutError) else type(error).__name__
+            log.warning(
+                "cache tier %s is unavailable (%s); serving misses and skipping writes until it answers again",
+                self.name,
+                reason,
+            )
+
+
+class CacheLevel:
+    """One cache (embeddings, generation, search or schema) over one or two tiers, front first."""
+
+    def __init__(self, name: str, tiers: Sequence[Tier], ttl: float | None, stats: CacheStats) -> None:
+        if not tiers:
+            raise ValueError("a cache level needs at least one tier")
+        self.name = name
+        self.tiers = list(tiers)
+        self.ttl = ttl
+        self.stats = stats
+
+    def __repr__(self) -> str:
+        return f"CacheLevel({self.name!r}, tiers={[t.name for t in self.tiers]}, ttl={self.ttl})"
+
+    @property
+    def back(self) -> Tier:
+        """The authoritative tier: shared with other processes when the level has a persistent one."""
+        return self.tiers[-1]
+
+    async def get_many(self, keys: Sequence[str], tenant: str) -> list[tuple[bytes, str] | None]:
+        """Each key's (value, tier that had it), or None; counts hits and misses per tier."""
+        found: list[tuple[bytes, str] | None] = [None] * len(keys)
+        todo = list(range(len(keys)))
+        for position, tier in enumerate(self.tiers):
+            if not todo:
+                break
+            wanted = [keys[i] for i in todo]
+            values = await tier.run(
+                lambda t=tier, w=wanted: t.backend.get_many(w),  # type: ignore[misc]
+                [None] * len(wanted),
+                entries=len(wanted),
+                cache=self.name,
+                tenant=tenant,
+            )
+            promote: list[tuple[str, bytes]] = []
+            left: list[int] = []
+            for index, value in zip(todo, values, strict=True):
+                if value is None:
+                    left.append(index)
+                else:
+                    found[index] = (value, tier.name)
+                    if position:
+                        promote.append((keys[index], value))
+            self.stats.hit(self.name, tier.name, tenant, len(todo) - len(left))
+            self.stats.miss(self.name, tier.name, tenant, len(left))
+            if promote:
+                await self._write(self.tiers[:position], promote, tenant)
+            todo = left
+        return found
+
+    async def set_many(self, items: Sequence[tuple[str, bytes]], tenant: str) -> None:
+        await self._write(self.tiers, items, tenant)
+
+    async def _write(self, tiers: Sequence[Tier], items: Sequence[tuple[str, bytes]], tenant: str) -> None:
+        if not items:
+            return
+        size = sum(len(key) + len(value) for key, value in items)
+        for tier in tiers:
+            written = await tier.run(
+                lambda t=tier: _true(t.backend.set_many(items, self.ttl)),  # type: ignore[misc]
+                False,
+                entries=len(items),
+                cache=self.name,
+                tenant=tenant,
+            )
+            if written:
+                self.stats.written(self.name, tier.name, tenant, size)
+
+    async def delete_many(self, keys: Sequence[str], tenant: str) -> None:
+        for tier in self.tiers:
+            await tier.run(
+                lambda t=tier: t.backend.delete_many(keys),  # type: ignore[misc]
+                None,
+                entries=len(keys),
+                cache=self.name,
+                tenant=tenant,
+            )
+
+    async def get_back(self, key: str, tenant: str) -> bytes | None:
+        """Read from the authoritative tier only (versions and schema must not be served stale by a
+        front tier that another process cannot update)."""
+        tier = self.back
+        missing: list[bytes | None] = [None]
+        values = await tier.run(
+            lambda: tier.backend.get_many([key]), missing, entries=1, cache=self.name, tenant=tenant
+        )
+        return values[0]
+
+    async def set_back(self, items: Sequence[tuple[str, bytes]], tenant: str, ttl: float | None) -> bool:
+        tier = self.back
+        return await tier.run(
+            lambda: _true(tier.backend.set_many(items, ttl)), False, entries=len(items), cache=self.name, tenant=tenant
+        )
+
+    async def scan_back(self, namespace: str, scope: str) -> list[tuple[str, bytes]] | None:
+        """Every entry of a namespace and scope in the authoritative tier; None when it is down."""
+        tier = self.back
+        return await tier.run(
+            lambda: _some(tier.backend.scan(namespace, scope)), None, entries=0, cache=self.name, tenant=scope
+        )
+
+    async def clear(self, namespace: str | None, scope: str | None) -> int:
+        removed = 0
+        for tier in self.tiers:
+            removed += await tier.run(
+                lambda t=tier: t.backend.clear(namespace, scope),  # type: ignore[misc]
+                0,
+                entries=0,
+                cache=self.name,
+                tenant=scope or "*",
+            )
+        return removed
+
+
+async def _true(work: Awaitable[None]) -> bool:
+    await work
+    return True
+
+
+async def _some(work: Awaitable[list[tuple[str, bytes]]]) -> list[tuple[str, bytes]] | None:
+    return await work
