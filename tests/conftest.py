@@ -11,6 +11,9 @@ from pulse_ai import PulseAI
 from tests.fakes.openai_server import FakeOpenAIServer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Caches are off in the suite unless a test turns them on: a text cached by one test would be
+# served to the next one instead of reaching the provider that test is about.
+os.environ.setdefault("PULSE_AI_CACHE", "off")
 # Every PulseAI of the suite records its usage in a database of this run, not in ./data.
 os.environ.setdefault(
     "PULSE_AI_DATABASE_URL", f"sqlite+aiosqlite:///{tempfile.mkdtemp(prefix='pulse-ai-tests-')}/pulse-ai.db"

@@ -17,6 +17,7 @@ from types import TracebackType
 from pydantic import SecretStr
 
 from pulse_ai.accounting import Attempt, Usage
+from pulse_ai.cache import Caches, CachingRouter
 from pulse_ai.catalog import Capability, ModelSpec
 from pulse_ai.config import (
     BreakerConfig,
@@ -38,6 +39,7 @@ from pulse_ai.streams import GenerationStream
 from pulse_ai.tenancy import TenantAI
 from pulse_ai.types import EmbeddingResult, GenerationParams, GenerationResult, Message
 from pulse_ai.vectors import Indexer, VectorSpace, VectorStore, open_vector_store
+from pulse_ai.vectors.base import PurgeReport
 
 __all__ = ["DEFAULT_CONFIG", "PulseAI"]
 
@@ -64,6 +66,9 @@ class PulseAI:
         self._tenant_providers: dict[tuple[str, str, str], Provider] = {}
         self._tenant_routers: dict[tuple[str, str, str], Router] = {}
         self._tenant_health: dict[str, HealthRegistry] = {}
+        # embeddings, generation answers, search results and tenants' schema (``cache:`` in the YAML)
+        self.caches = Caches.from_config(loaded.config.cache, database_url=loaded.config.database.url)
+        self._caching: dict[int, CachingRouter] = {}
         self.meter = Meter(self._platform.get)
         self.system = TenantAI(self, CallContext(SYSTEM_TENANT))
 
@@ -135,6 +140,7 @@ class PulseAI:
         """The configured vector store, opened on first use and closed by ``aclose``."""
         if self._vector_store is None:
             self._vector_store = open_vector_store(self.loaded.config.vector_store)
+            self._vector_store.cache = self.caches.vector_cache()  # search results and tenants' schema
         return self._vector_store
 
     def indexer(self, pipeline: str = "embedding") -> Indexer:
@@ -170,7 +176,7 @@ class PulseAI:
         if tenant_id == SYSTEM_TENANT:
             return route
         credentials = await (await self._platform.get()).provider_credentials(tenant_id)
-        assert isinstance(route.routed, _Routed)
+        assert isinstance(route.routed, CachingRouter)
         router = route.routed.router
         own = {
             c.provider.name: credentials[c.provider.name] for c in router.candidates if c.provider.name in credentials
@@ -194,7 +200,7 @@ class PulseAI:
                 router.name, router.config, candidates, health=_SplitHealth(self.health, health, own)
             )
             self._tenant_routers[key] = tenant_router
-        return Route(_Routed(self._tenant_routers[key]), route.pipeline, route.models)
+        return Route(self._cached(self._tenant_routers[key]), route.pipeline, route.models)
 
     def _tenant_provider(self, tenant_id: str, name: str, secret: SecretStr) -> Provider:
         fingerprint = hashlib.sha256(secret.get_secret_value().encode()).hexdigest()
@@ -205,11 +211,19 @@ class PulseAI:
             self._tenant_providers[key] = create_provider(name, config, specs)
         return self._tenant_providers[key]
 
+    def _cached(self, router: Router) -> CachingRouter:
+        """The router behind its caches (one per router: single flight needs one owner)."""
+        layer = self._caching.get(id(router))
+        if layer is None or layer.router is not router:
+            layer = CachingRouter.for_pipeline(router, self.caches)
+            self._caching[id(router)] = layer
+        return layer
+
     def route(self, model: str | None, pipeline: str | None, capability: Capability) -> Route:
         """How a call goes: the router (one model for ``model=``) and the models it may use."""
         router = self._route(model, pipeline, capability)
         return Route(
-            _Routed(router), None if model is not None else router.name, tuple(c.model for c in router.candidates)
+            self._cached(router), None if model is not None else router.name, tuple(c.model for c in router.candidates)
         )
 
     # ---- capabilities --------------------------------------------------------------------
@@ -284,10 +298,12 @@ class PulseAI:
         self._providers.clear()
         self._tenant_providers.clear()
         self._tenant_routers.clear()
+        self._caching.clear()
         self._routers.clear()
         self._direct_routers.clear()
         async with AsyncExitStack() as stack:
             stack.push_async_callback(self._platform.close)  # last: the ledger flushes first
+            stack.push_async_callback(self.caches.aclose)
             for provider in providers:
                 stack.push_async_callback(provider.aclose)
             if store is not None:
@@ -300,26 +316,6 @@ class PulseAI:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
-
-
-class _Routed:
-    """A Router as the metering layer's routed interface (the cache layer takes its place)."""
-
-    def __init__(self, router: Router) -> None:
-        self.router = router
-
-    async def embed(self, texts: Sequence[str], context: CallContext) -> EmbeddingResult:
-        return await self.router.embed(texts)
-
-    async def generate(
-        self, messages: Sequence[Message], params: GenerationParams | None, context: CallContext
-    ) -> GenerationResult:
-        return await self.router.generate(messages, params)
-
-    def stream(
-        self, messages: Sequence[Message], params: GenerationParams | None, context: CallContext
-    ) -> GenerationStream:
-        return self.router.stream(messages, params)
 
 
 class _SplitHealth(HealthRegistry):
@@ -368,6 +364,14 @@ class PlatformIndexer(Indexer):
             embedder_for=lambda tenant: _TenantEmbedder(ai.tenant(tenant), pipeline, space),
             runs=runs,
         )
+        self._ai = ai
+
+    async def purge_tenant(self, tenant: str) -> PurgeReport:
+        """Every point of the tenant, in every table and space, and its cached embeddings, answers,
+        searches and schema."""
+        report = await super().purge_tenant(tenant)
+        await self._ai.caches.purge_tenant(tenant)
+        return report
 
 
 def _health_attempt(spec: ModelSpec, status: HealthStatus) -> Attempt:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
@@ -43,12 +44,21 @@ class CacheLevelConfig(_Strict):
     max_bytes: Count = 256 * 1024 * 1024
 
 
+CACHE_ENV = "PULSE_AI_CACHE"
+
+
+def _enabled_by_default() -> bool:
+    """On, unless ``PULSE_AI_CACHE=off`` (an operator's switch; the test suite uses it too)."""
+    return os.environ.get(CACHE_ENV, "on").strip().lower() not in {"off", "false", "0", "no"}
+
+
 class CacheConfig(_Strict):
     """The caches (``pulse_ai.cache``). ``enabled: false`` turns every one off; ``backend: off`` one.
     ``sqlite_path`` defaults to ``pulse-ai-cache.db`` beside a SQLite database; ``redis_url`` is
-    needed by any ``redis`` level (``${VAR}`` allowed; it may hold a password, so it is secret)."""
+    needed by any ``redis`` level (``${VAR}`` allowed; it may hold a password, so it is secret).
+    Without an ``enabled`` key, ``PULSE_AI_CACHE=off`` in the environment turns them all off."""
 
-    enabled: bool = True
+    enabled: bool = Field(default_factory=_enabled_by_default)
     sqlite_path: str | None = None
     redis_url: SecretStr | None = None
     key_prefix: str = Field(default="pulse-ai:", min_length=1, max_length=64)

@@ -15,13 +15,16 @@ from pulse_ai.cli import app
 from tests.cache.conftest import ctx, embed_pipeline, fakes_yaml, gen_pipeline
 
 
-def test_defaults_memory_in_front_of_sqlite_beside_the_database() -> None:
+def test_defaults_memory_in_front_of_sqlite_beside_the_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PULSE_AI_CACHE", raising=False)  # the suite turns caches off by default
     loaded = load_config_text(fakes_yaml("a", pipelines=embed_pipeline("a")))
     cache = loaded.config.cache
     assert cache.enabled and cache.embeddings.backend == "memory+sqlite" and cache.generation.ttl == 3600
     caches = Caches.from_config(cache, database_url=loaded.config.database.url)
     assert caches.embeddings is not None and [t.name for t in caches.embeddings.tiers] == ["memory", "sqlite"]
-    assert str(caches.embeddings.back.backend.path) == "data/pulse-ai-cache.db"  # type: ignore[attr-defined]
+    database_file = Path(loaded.config.database.url.split(":///", 1)[1])
+    cache_file = Path(caches.embeddings.back.backend.path)  # type: ignore[attr-defined]
+    assert cache_file == database_file.parent / "pulse-ai-cache.db"  # beside the database
 
 
 def test_every_level_can_be_turned_off() -> None:
