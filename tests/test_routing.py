@@ -19,7 +19,7 @@ MODELS = "[{name: text-embedding-3-small, dimensions: 8}, {name: gpt-4o-mini}, {
 
 def provider(server: FakeOpenAIServer, name: str, retries: int = 0) -> str:
     return (
-        f"  {name}: {{type: openai, api_key: sk-{name}, base_url: '{server.base_url}', "
+        f"  {name}: {{type: openai, api_key: sk-key-{name}, base_url: '{server.base_url}', "
         f"max_retries: {retries}, timeout: 5, models: {MODELS}}}\n"
     )
 
@@ -241,7 +241,7 @@ def test_mixed_vector_spaces_are_refused(fake: FakeOpenAIServer) -> None:
     text = f"""
 providers:
   local: {{type: sentence_transformers, models: [{{name: all-MiniLM-L6-v2}}]}}
-  oa: {{type: openai, api_key: k, base_url: '{fake.base_url}', models: [{{name: text-embedding-3-small}}]}}
+  oa: {{type: openai, api_key: sk-12345, base_url: '{fake.base_url}', models: [{{name: text-embedding-3-small}}]}}
 pipelines:
   embedding: {{kind: embedding, candidates: [oa/text-embedding-3-small, local/all-MiniLM-L6-v2]}}
 """
@@ -262,8 +262,8 @@ pipelines:
 def test_same_model_on_two_providers_and_declared_spaces_are_accepted() -> None:
     text = """
 providers:
-  oa: {type: openai, api_key: k, models: [{name: text-embedding-3-small}]}
-  az: {type: azure_openai, endpoint: 'https://x', api_key: k, api_version: v,
+  oa: {type: openai, api_key: sk-12345, models: [{name: text-embedding-3-small}]}
+  az: {type: azure_openai, endpoint: 'https://x', api_key: sk-12345, api_version: v,
        models: [{name: text-embedding-3-small, deployment: emb}]}
   gw1: {type: custom_gateway, base_url: 'http://a/v1', models: [{name: bge-a, capabilities: [embedding],
         dimensions: 768, max_input_tokens: 512, input_price_per_million: 0, space: bge-base-en}]}
@@ -292,7 +292,7 @@ pipelines:
 def test_pipeline_validation_names_the_key(candidates: str, fragment: str) -> None:
     text = f"""
 providers:
-  oa: {{type: openai, api_key: k, models: [{{name: text-embedding-3-small}}, {{name: gpt-4o-mini}}]}}
+  oa: {{type: openai, api_key: sk-12345, models: [{{name: text-embedding-3-small}}, {{name: gpt-4o-mini}}]}}
 pipelines:
   embedding: {{kind: embedding, candidates: {candidates}}}
 """

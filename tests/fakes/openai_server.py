@@ -106,6 +106,11 @@ class Fault:
         return cls("echo_key_header")
 
     @classmethod
+    def echo_key_in_vector(cls) -> Fault:
+        """An embedding answer whose first vector is the request's credentials, as a float list of one string."""
+        return cls("echo_key_in_vector")
+
+    @classmethod
     def redirect(cls, location: str, status: int = 307) -> Fault:
         return cls("redirect", status=status, message=location)
 
@@ -160,6 +165,11 @@ class _State:
     in_flight: int = 0
     max_in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _credentials(recorded: RecordedRequest) -> str:
+    """Every header of a request that may carry a credential, as ``name=value`` pairs."""
+    return " ".join(f"{k}={v}" for k, v in recorded.headers.items() if k not in _PLAIN_HEADERS)
 
 
 def fake_vector(text: str, dims: int) -> np.ndarray:
@@ -290,7 +300,7 @@ class FakeOpenAIServer:
         if fault is None:
             return None
         if fault.kind == "echo_key" and recorded is not None:
-            creds = " ".join(f"{k}={v}" for k, v in recorded.headers.items() if k not in _PLAIN_HEADERS)
+            creds = _credentials(recorded)
             body = {"error": {"message": f"Incorrect API key provided: {creds}", "type": "invalid_api_key"}}
             return JSONResponse(body, status_code=401, headers={"x-echo": creds[:200]})
         if fault.kind == "redirect":
@@ -319,6 +329,8 @@ class FakeOpenAIServer:
             inputs = inputs[:-1]
         as_base64 = body.get("encoding_format") == "base64" and not (fault is not None and fault.kind == "floats")
         data = []
+        if fault is not None and fault.kind == "echo_key_in_vector":
+            as_base64 = False
         for index, text in enumerate(inputs):
             vector = fake_vector(text, dims)
             if fault is not None and fault.kind == "zero_vector" and index == 0:
@@ -326,6 +338,8 @@ class FakeOpenAIServer:
             if fault is not None and fault.kind == "scaled":
                 vector = (vector * float(fault.value)).astype(np.float32)
             encoded: Any = base64.b64encode(vector.tobytes()).decode() if as_base64 else vector.tolist()
+            if fault is not None and fault.kind == "echo_key_in_vector" and index == 0:
+                encoded = [_credentials(recorded)]
             data.append({"object": "embedding", "index": index, "embedding": encoded})
         tokens = sum(len(text.split()) for text in inputs)
         payload: dict[str, Any] = {
@@ -345,7 +359,7 @@ class FakeOpenAIServer:
                 payload["usage"] = fault.value
         headers: dict[str, str] = {}
         if fault is not None and fault.kind == "echo_key_header":
-            headers["x-echo"] = " ".join(v for k, v in recorded.headers.items() if k not in _PLAIN_HEADERS)
+            headers["x-echo"] = _credentials(recorded)
         if fault is not None and fault.kind == "trickle":
             raw = json.dumps(payload).encode()
             pieces = int(fault.value)
