@@ -39,6 +39,7 @@ and ``attempts`` (every candidate tried), so the usage ledger records money spen
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from decimal import Decimal
 
@@ -142,12 +143,14 @@ class ProviderError(PulseAIError):
 
 
 class RateLimitedError(ProviderError):
-    """The provider refused the call for rate or quota reasons (HTTP 429)."""
+    """The provider refused the call for rate or quota reasons (HTTP 429). ``retry_after``: the
+    seconds it asked to wait, a finite non-negative number, or None when it said nothing usable."""
 
     retryable = True
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
-        self.retry_after = retry_after
+        usable = retry_after is not None and math.isfinite(retry_after) and retry_after >= 0
+        self.retry_after = float(retry_after) if usable and retry_after is not None else None
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pulse_ai import MalformedResponseError, ProviderTimeoutError, PulseAI
+from pulse_ai import MalformedResponseError, ProviderTimeoutError, PulseAI, RateLimitedError
 from pulse_ai.providers import http
 from tests.conftest import openai_yaml
 from tests.fakes.openai_server import FakeOpenAIServer, Fault, fake_vector
@@ -115,3 +115,19 @@ async def test_a_corrupt_compressed_answer_is_malformed(fake: FakeOpenAIServer) 
     async with make_ai(fake) as ai:
         with pytest.raises(MalformedResponseError, match="gzip"):
             await ai.embed(["corrupt"], model=EMBED)
+
+
+# ---- Retry-After -----------------------------------------------------------------------------
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -5.0, 1e400])
+async def test_a_retry_after_that_is_not_a_wait_is_not_reported(fake: FakeOpenAIServer, value: float) -> None:
+    fake.always(Fault.rate_limited(retry_after=value))
+    async with make_ai(fake) as ai:
+        with pytest.raises(RateLimitedError) as info:
+            await ai.embed(["x"], model=EMBED)
+    assert info.value.retry_after is None
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -5.0])
+def test_a_rate_limited_error_keeps_only_a_real_wait(value: float) -> None:
+    assert RateLimitedError("429", retry_after=value).retry_after is None
+    assert RateLimitedError("429", retry_after=2.5).retry_after == 2.5
