@@ -10,7 +10,14 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from pulse_ai import AllProvidersFailed, BadRequestError, ProviderUnavailableError, PulseAI, RateLimitedError
+from pulse_ai import (
+    AllProvidersFailed,
+    BadRequestError,
+    CircuitOpenError,
+    ProviderUnavailableError,
+    PulseAI,
+    RateLimitedError,
+)
 from pulse_ai.routing import BreakerState
 from pulse_ai.testing import FakeProvider, Fault, fake_vector
 
@@ -245,3 +252,43 @@ async def test_200_concurrent_calls_with_a_flaky_primary_lose_nothing() -> None:
     served = [r.model for r in results]
     assert served.count(f"a/{EMB}") + served.count(f"b/{EMB}") == 200
     assert served.count(f"b/{EMB}") == 100
+
+
+@pytest.mark.parametrize("route", ["pipeline", "model"])
+async def test_an_open_breaker_gets_no_request_until_its_cooldown_passes(route: str) -> None:
+    options = ", breaker: {window: 4, min_calls: 2, failure_rate: 0.5, cooldown_seconds: 30}"
+    pipelines = "  solo: {kind: generation, candidates: [b/gpt-4o-mini]" + options + "}\n"
+    async with PulseAI.from_yaml(fakes_yaml("b", pipelines=pipelines)) as ai:
+        b = fake(ai, "b")
+        b.always(Fault.unavailable())
+        target = {"pipeline": "solo"} if route == "pipeline" else {"model": "b/gpt-4o-mini"}
+        for _ in range(2):  # opens the breaker (shared by the pipeline and direct calls)
+            with pytest.raises((ProviderUnavailableError, AllProvidersFailed)):
+                await ai.generate("z", pipeline="solo")
+        for _ in range(10):
+            with pytest.raises(AllProvidersFailed) as info:
+                await ai.generate("z", **target)
+            with pytest.raises(AllProvidersFailed):
+                async with ai.stream("z", **target) as stream:
+                    async for _ in stream:
+                        pass
+        assert len(b.requests()) == 2, "a request reached a model whose breaker is open"
+    error = info.value
+    (skipped,) = error.exceptions
+    assert isinstance(skipped, CircuitOpenError) and isinstance(skipped, ProviderUnavailableError)
+    assert skipped.retry_after is not None and 0 < skipped.retry_after <= 30
+    assert error.skipped == ("b/gpt-4o-mini",) and error.attempts == () and error.usage.requests == 0
+
+
+async def test_a_skipped_candidate_is_in_the_group_beside_the_ones_that_failed() -> None:
+    options = ", breaker: {window: 4, min_calls: 1, cooldown_seconds: 30}, fallback: {on_errors: [unavailable]}"
+    async with PulseAI.from_yaml(fakes_yaml("a", "b", pipelines=embed_pipeline("a", "b", options=options))) as ai:
+        fake(ai, "a").always(Fault.unavailable())
+        fake(ai, "b").script(Fault.ok())
+        await ai.embed(["opens a"])
+        fake(ai, "b").always(Fault.unavailable())
+        with pytest.raises(AllProvidersFailed) as info:
+            await ai.embed(["x"])
+    error = info.value
+    assert error.skipped == (f"a/{EMB}",) and [a.model for a in error.attempts] == [f"b/{EMB}"]
+    assert [type(e).__name__ for e in error.exceptions] == ["ProviderUnavailableError", "CircuitOpenError"]

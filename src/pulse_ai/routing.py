@@ -1,7 +1,9 @@
 """Pipelines: ordered candidates, a selection strategy, circuit breakers and fallback.
 
 A pipeline call tries its candidates in the order the strategy gives, skipping those whose
-breaker is open (unless every one is open: then all are tried rather than failing without a call).
+breaker is open. When every one is open, the call fails fast without any request: an
+``AllProvidersFailed`` of one ``CircuitOpenError`` per candidate, each saying when its breaker
+lets a trial through.
 A candidate's own retries happen inside its provider; the router moves on only on the error types
 the pipeline lists in ``fallback.on_errors``. When every candidate tried failed, one
 ``AllProvidersFailed`` carries each attempt and names the candidates that were skipped.
@@ -33,6 +35,7 @@ from pulse_ai.errors import (
     AllProvidersFailed,
     AuthenticationError,
     BadRequestError,
+    CircuitOpenError,
     MalformedResponseError,
     ProviderError,
     ProviderTimeoutError,
@@ -130,6 +133,13 @@ class CircuitBreaker:
     def release(self) -> None:
         """A call ended without a verdict (cancelled, a caller error, a bad request)."""
         self._trial_in_flight = False
+
+    def retry_after(self) -> float:
+        """Seconds until this breaker lets a trial call through (0 when it is not open: closed, or
+        half-open with a trial in flight that is about to decide)."""
+        if self.state is BreakerState.OPEN:
+            return max(0.0, self._opened_at + self.config.cooldown_seconds - self._clock())
+        return 0.0
 
     def _open(self) -> None:
         self._state = BreakerState.OPEN
@@ -240,20 +250,41 @@ class Router:
             return 0
         return sum(await estimate_many(list(texts)))
 
-    def _admitted(self, ranked: list[Candidate], skipped: list[str]) -> Iterable[tuple[Candidate, bool]]:
-        """(candidate, acquired) in order: those whose breaker admits a call; if none does, every
-        candidate (rather than failing without a call). Candidates left out go to ``skipped``."""
-        admitted_any = False
+    @staticmethod
+    def _admitted(ranked: list[Candidate], skipped: list[Candidate]) -> Iterable[Candidate]:
+        """The candidates whose breaker admits a call now, in order; the others go to ``skipped``."""
         for candidate in ranked:
             if candidate.breaker.acquire():
-                admitted_any = True
-                yield candidate, True
+                yield candidate
             else:
-                skipped.append(candidate.ref)
-        if not admitted_any:
-            skipped.clear()
-            for candidate in ranked:
-                yield candidate, False
+                skipped.append(candidate)
+
+    def _all_failed(
+        self,
+        attempts: Sequence[Attempt],
+        skipped: Sequence[Candidate],
+        partial: PartialVectors | None = None,
+        failed_inputs: Sequence[int] = (),
+    ) -> AllProvidersFailed:
+        """Every candidate failed or was skipped; a skipped one is a ``CircuitOpenError`` in the group."""
+        circuit_open = [
+            CircuitOpenError(
+                f"not called: its circuit breaker is open (next trial in {wait:.1f} s)",
+                provider=c.provider.name,
+                model=c.model.name,
+                retry_after=wait,
+            )
+            for c in skipped
+            for wait in (c.breaker.retry_after(),)
+        ]
+        return AllProvidersFailed(
+            self.name,
+            attempts,
+            [c.ref for c in skipped],
+            partial=partial,
+            failed_inputs=failed_inputs,
+            circuit_open=circuit_open,
+        )
 
     # ---- calls ---------------------------------------------------------------------------
     async def embed(self, texts: Sequence[str]) -> EmbeddingResult:
@@ -263,9 +294,9 @@ class Router:
         vectors = np.empty((len(checked), dims), dtype=np.float32)
         remaining = np.arange(len(checked), dtype=np.int64)
         attempts: list[Attempt] = []
-        skipped: list[str] = []
+        skipped: list[Candidate] = []
         truncated = 0
-        for candidate, acquired in self._admitted(ranked, skipped):
+        for candidate in self._admitted(ranked, skipped):
             todo = remaining
 
             async def call(c: Candidate, todo: np.ndarray = todo) -> EmbeddingResult:
@@ -273,7 +304,7 @@ class Router:
                 return await c.provider.embed([checked[i] for i in todo], c.model)
 
             try:
-                outcome = await self._attempt(call, candidate, acquired, attempts, len(todo))
+                outcome = await self._attempt(call, candidate, attempts, len(todo))
             except ProviderError as error:  # not a fallback error: raised, with what was consumed
                 self._remap(error, todo, vectors, remaining)
                 error.attempts = tuple(attempts)
@@ -295,8 +326,7 @@ class Router:
                 vectors[todo[partial.indices]] = partial.vectors
                 remaining = np.setdiff1d(todo, todo[partial.indices], assume_unique=True)
         done = np.setdiff1d(np.arange(len(checked)), remaining, assume_unique=True)
-        raise AllProvidersFailed(
-            self.name,
+        raise self._all_failed(
             attempts,
             skipped,
             partial=PartialVectors(done, vectors[done]) if done.size else None,
@@ -400,22 +430,21 @@ class Router:
         self, call: Callable[[Candidate], Awaitable[T]], input_tokens: int, output_tokens: int
     ) -> tuple[T, tuple[Attempt, ...]]:
         attempts: list[Attempt] = []
-        skipped: list[str] = []
-        for candidate, acquired in self._admitted(self.ranked(input_tokens, output_tokens), skipped):
+        skipped: list[Candidate] = []
+        for candidate in self._admitted(self.ranked(input_tokens, output_tokens), skipped):
             try:
-                outcome = await self._attempt(call, candidate, acquired, attempts, 1)
+                outcome = await self._attempt(call, candidate, attempts, 1)
             except ProviderError as error:
                 error.attempts = tuple(attempts)
                 raise
             if isinstance(outcome, _Served):
                 return outcome.value, tuple(attempts)
-        raise AllProvidersFailed(self.name, attempts, skipped)
+        raise self._all_failed(attempts, skipped)
 
     async def _attempt(
         self,
         call: Callable[[Candidate], Awaitable[T]],
         candidate: Candidate,
-        acquired: bool,
         attempts: list[Attempt],
         inputs: int,
     ) -> _Served[T] | ProviderError:
@@ -465,7 +494,7 @@ class Router:
                 return error
             raise
         finally:
-            if acquired and not verdict:
+            if not verdict:
                 candidate.breaker.release()  # cancelled, or the caller's own error: no verdict
 
 
