@@ -14,12 +14,14 @@ from pulse_ai import (
     AllProvidersFailed,
     BadRequestError,
     CircuitOpenError,
+    InputError,
     ProviderUnavailableError,
     PulseAI,
     RateLimitedError,
 )
 from pulse_ai.routing import BreakerState
 from pulse_ai.testing import FakeProvider, Fault, fake_vector
+from pulse_ai.vectors import Record
 
 EMB = "text-embedding-3-small"
 
@@ -292,3 +294,25 @@ async def test_a_skipped_candidate_is_in_the_group_beside_the_ones_that_failed()
     error = info.value
     assert error.skipped == (f"a/{EMB}",) and [a.model for a in error.attempts] == [f"b/{EMB}"]
     assert [type(e).__name__ for e in error.exceptions] == ["ProviderUnavailableError", "CircuitOpenError"]
+
+
+async def test_an_input_error_from_a_later_candidate_names_the_callers_index() -> None:
+    # a answers one text per request and fails the last two; b (same space) takes only short texts
+    yaml = (
+        f"providers:\n  a: {{type: fake, models: [{{name: {EMB}, max_inputs_per_request: 1}}]}}\n"
+        f"  b: {{type: fake, models: [{{name: {EMB}, max_input_tokens: 20}}]}}\n"
+        f"pipelines:\n{embed_pipeline('a', 'b')}vector_store: {{backend: qdrant, location: ':memory:'}}\n"
+    )
+    texts = ["short one", "short two", "this text is long " * 10]  # only the third is too long for b
+    async with PulseAI.from_yaml(yaml) as ai:
+        a = fake(ai, "a")
+        a.script(Fault.ok(), Fault.unavailable(), Fault.unavailable())
+        with pytest.raises(InputError) as info:
+            await ai.embed(texts)
+        assert info.value.index == 2 and str(info.value).startswith("texts[2] ")
+        a.reset()
+        a.script(Fault.ok(), Fault.unavailable(), Fault.unavailable())
+        report = await ai.indexer().index("acme", "docs", [Record(f"R{i}", t) for i, t in enumerate(texts)])
+        stored = await ai.indexer().count("acme", "docs")
+    assert [failure.record_id for failure in report.failures] == ["R2"]
+    assert report.new == 2 and stored == 2

@@ -107,6 +107,12 @@ class InputError(PulseAIError, ValueError):
         self.index = index
         super().__init__(message)
 
+    def renumbered(self, index: int) -> InputError:
+        """This error for input ``index`` of the caller's list (the router sent a sub-list on)."""
+        old = f"[{self.index}]"
+        text = str(self)
+        return InputError(text.replace(old, f"[{index}]", 1) if old in text else f"{text} (input {index})", index=index)
+
 
 class ProviderError(PulseAIError):
     """A provider call failed. ``failed_inputs`` lists the input indices that got no result;

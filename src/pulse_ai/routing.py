@@ -36,6 +36,7 @@ from pulse_ai.errors import (
     AuthenticationError,
     BadRequestError,
     CircuitOpenError,
+    InputError,
     MalformedResponseError,
     ProviderError,
     ProviderTimeoutError,
@@ -309,6 +310,11 @@ class Router:
                 self._remap(error, todo, vectors, remaining)
                 error.attempts = tuple(attempts)
                 raise
+            except InputError as error:  # a later candidate refused one of the inputs sent on to it
+                if error.index is None or todo.size == len(checked):
+                    raise
+                renumbered = error.renumbered(int(todo[error.index]))
+                raise renumbered from None
             if isinstance(outcome, _Served):
                 result = outcome.value
                 vectors[todo] = result.vectors
