@@ -52,6 +52,7 @@ from pulse_ai.types import (
     GenerationParams,
     GenerationResult,
     Message,
+    check_params,
     normalise_messages,
     validate_texts,
 )
@@ -358,7 +359,7 @@ class Router:
         self, messages: str | Sequence[Message | dict[str, str]], params: GenerationParams | None = None
     ) -> GenerationResult:
         checked = normalise_messages(messages)
-        params = params or GenerationParams()
+        params = check_params(params)
 
         async def call(candidate: Candidate) -> GenerationResult:
             assert isinstance(candidate.provider, GenerationProvider)
@@ -373,7 +374,7 @@ class Router:
     ) -> GenerationStream:
         """Stream from the first candidate that produces a first chunk; after that, no fallback."""
         checked = normalise_messages(messages)
-        params = params or GenerationParams()
+        params = check_params(params)
         failed: list[Attempt] = []
         chosen: list[GenerationStream] = []
 
