@@ -58,7 +58,7 @@ async def test_a_lone_surrogate_is_refused_with_its_index_on_fake_and_local_mode
         assert info.value.index == 1
         with pytest.raises(InputError, match=r"messages\[0\].*surrogate"):
             await ai.generate([{"role": "user", "content": "bad \udfff"}])
-        with pytest.raises(InputError, match="prompt.*surrogate"):
+        with pytest.raises(InputError, match=r"prompt.*surrogate"):
             async with ai.stream("bad \ud800") as stream:
                 async for _ in stream:
                     pass
@@ -72,7 +72,7 @@ async def test_a_lone_surrogate_never_reaches_a_remote_provider(fake: FakeOpenAI
     async with PulseAI.from_yaml("providers:\n" + openai_yaml(fake)) as ai:
         with pytest.raises(InputError, match=r"texts\[0\].*surrogate"):
             await ai.embed(["bad \ud800 text"], model="oa/text-embedding-3-small")
-        with pytest.raises(InputError, match="prompt.*surrogate"):
+        with pytest.raises(InputError, match=r"prompt.*surrogate"):
             await ai.generate("bad \ud800", model="oa/gpt-4o-mini")
     assert fake.requests == []
 
