@@ -42,7 +42,8 @@ BAD_FILES: dict[str, bytes] = {
     "syntax": b"providers: [unclosed\n",
     "control-character": b"providers: {oa: \x07}\n",
     "tag": b"providers:\n  oa: {type: openai, api_key: !sk-hidden-777, models: [{name: gpt-4o}]}\n",
-    "int-tag": b"providers:\n  oa: {type: openai, api_key: k, max_retries: !!int sk-hidden-777, models: [{name: x}]}\n",
+    "int-tag": b"providers:\n  oa: {type: openai, api_key: sk-12345, max_retries: !!int sk-hidden-777,"
+    b" models: [{name: x}]}\n",
     "huge-int": b"version: " + b"7" * 5000 + b"\n",
     "unterminated-variable": b"providers:\n  oa: {type: openai, api_key: 'sk-hidden-777${X', models: [{name: x}]}\n",
     "empty": b"",
@@ -106,9 +107,9 @@ def _config(tmp_path: Path, fake: FakeOpenAIServer) -> Path:
     path.write_text(
         f"""
 providers:
-  oa: {{type: openai, api_key: sk-cli, base_url: '{fake.base_url}', max_retries: 0,
+  oa: {{type: openai, api_key: sk-cli-key, base_url: '{fake.base_url}', max_retries: 0,
         models: [{{name: text-embedding-3-small, dimensions: 8}}, {{name: gpt-4o-mini}}]}}
-  dead: {{type: openai, api_key: sk-dead, base_url: 'http://127.0.0.1:9/v1', max_retries: 0,
+  dead: {{type: openai, api_key: sk-dead-key, base_url: 'http://127.0.0.1:9/v1', max_retries: 0,
           models: [{{name: text-embedding-3-small, dimensions: 8}}]}}
 pipelines:
   embedding: {{kind: embedding, candidates: [dead/text-embedding-3-small, oa/text-embedding-3-small]}}

@@ -112,16 +112,18 @@ providers:
 
 def test_dimensions_override_only_where_the_model_allows_it() -> None:
     ok = load_config_text(
-        "providers:\n  oa: {type: openai, api_key: k, models: [{name: text-embedding-3-small, dimensions: 256}]}"
+        "providers:\n  oa: {type: openai, api_key: sk-12345, models: [{name: text-embedding-3-small, dimensions: 256}]}"
     )
     assert ok.models["oa/text-embedding-3-small"].dimensions == 256
     with pytest.raises(ConfigError, match="fixed size"):
         load_config_text(
-            "providers:\n  oa: {type: openai, api_key: k, models: [{name: text-embedding-ada-002, dimensions: 256}]}"
+            "providers:\n  oa: {type: openai, api_key: sk-12345,"
+            " models: [{name: text-embedding-ada-002, dimensions: 256}]}"
         )
     with pytest.raises(ConfigError, match="at most 1536"):
         load_config_text(
-            "providers:\n  oa: {type: openai, api_key: k, models: [{name: text-embedding-3-small, dimensions: 4096}]}"
+            "providers:\n  oa: {type: openai, api_key: sk-12345,"
+            " models: [{name: text-embedding-3-small, dimensions: 4096}]}"
         )
 
 
@@ -202,7 +204,7 @@ async def test_open_vector_store_builds_the_configured_backend(tmp_path: Path) -
 
 
 def _openai(extra: str = "", model: str = "") -> str:
-    return f"providers:\n  oa: {{type: openai, api_key: k, {extra}models: [{{name: gpt-4o-mini{model}}}]}}\n"
+    return f"providers:\n  oa: {{type: openai, api_key: sk-12345, {extra}models: [{{name: gpt-4o-mini{model}}}]}}\n"
 
 
 PIPELINE = "pipelines:\n  p: {{kind: generation, candidates: [oa/gpt-4o-mini], {extra}}}\n"
@@ -272,8 +274,8 @@ providers:
 @pytest.mark.parametrize(
     ("text", "path"),
     [
-        (_openai(extra="").replace("api_key: k", "api_key: '${OPENAI_API_KEY:-}'"), "providers.oa.api_key"),
-        (_openai(extra="").replace("api_key: k", "api_key: ''"), "providers.oa.api_key"),
+        (_openai(extra="").replace("api_key: sk-12345", "api_key: '${OPENAI_API_KEY:-}'"), "providers.oa.api_key"),
+        (_openai(extra="").replace("api_key: sk-12345", "api_key: ''"), "providers.oa.api_key"),
         (
             "providers:\n  az: {type: azure_openai, endpoint: 'https://x.openai.azure.com', api_key: '${AZ:-}',"
             " api_version: v, models: [{name: gpt-4o-mini}]}\n",
@@ -319,7 +321,7 @@ def test_header_parts_an_http_request_cannot_carry_are_refused_without_the_value
 
 def test_openai_and_azure_keys_must_be_sendable_too() -> None:
     with pytest.raises(ConfigError, match=r"providers\.oa\.api_key: .*ASCII") as info:
-        load_config_text(_openai(extra="").replace("api_key: k", "api_key: 'sk-tab\tsecret-77'"))
+        load_config_text(_openai(extra="").replace("api_key: sk-12345", "api_key: 'sk-tab\tsecret-77'"))
     assert "secret-77" not in str(info.value)
 
 
@@ -331,7 +333,7 @@ def _with_url(key: str, url: str) -> str:
         return _openai(f"base_url: '{url}', ")
     if key == "endpoint":
         return (
-            f"providers:\n  az: {{type: azure_openai, endpoint: '{url}', api_key: k, api_version: v,"
+            f"providers:\n  az: {{type: azure_openai, endpoint: '{url}', api_key: sk-12345, api_version: v,"
             " models: [{name: gpt-4o-mini}]}\n"
         )
     return GATEWAY.replace("http://127.0.0.1:8000/v1", f"'{url}'").format(key="")

@@ -13,6 +13,7 @@ import pytest
 
 import pulse_ai.tokens
 from pulse_ai import (
+    AllProvidersFailed,
     AuthenticationError,
     MalformedResponseError,
     PulseAI,
@@ -89,7 +90,7 @@ async def test_aclose_closes_everything_even_when_one_close_fails() -> None:
 # ---- the shipped fakes ------------------------------------------------------------------------
 FAKES = """
 providers:
-  f: {type: fake, models: [{name: text-embedding-3-small, dimensions: 64}, {name: gpt-4o-mini}]}
+  f: {type: fake, models: [{name: text-embedding-3-small, dimensions: 64}, {name: gpt-4o-mini}, {name: gpt-4o}]}
 """
 
 
@@ -107,7 +108,9 @@ async def test_fakes_are_deterministic_record_calls_and_raise_scripted_faults() 
             await ai.generate("y", model="f/gpt-4o-mini")
         with pytest.raises(MalformedResponseError):  # the base class's checks apply to fakes too
             await ai.embed(["z", "w"], model="f/text-embedding-3-small")
-        answer = await ai.generate("hello", model="f/gpt-4o-mini")
+        with pytest.raises(AllProvidersFailed):  # the authentication failure opened its breaker: no call
+            await ai.generate("hello", model="f/gpt-4o-mini")
+        answer = await ai.generate("hello", model="f/gpt-4o")
     assert answer.text == "echo: hello" and answer.usage.cost_usd > 0
     assert [c.operation for c in provider.calls] == ["embed", "embed", "generate", "embed", "generate"]
     assert provider.calls[0].inputs == ("same text",)

@@ -9,7 +9,15 @@ import time
 import numpy as np
 import pytest
 
-from pulse_ai import AllProvidersFailed, AuthenticationError, BadRequestError, ConfigError, PulseAI, RateLimitedError
+from pulse_ai import (
+    AllProvidersFailed,
+    AuthenticationError,
+    BadRequestError,
+    CircuitOpenError,
+    ConfigError,
+    PulseAI,
+    RateLimitedError,
+)
 from pulse_ai.config import load_config_text
 from pulse_ai.routing import BreakerState, Router
 from tests.fakes.openai_server import FakeOpenAIServer, Fault, fake_vector
@@ -19,7 +27,7 @@ MODELS = "[{name: text-embedding-3-small, dimensions: 8}, {name: gpt-4o-mini}, {
 
 def provider(server: FakeOpenAIServer, name: str, retries: int = 0) -> str:
     return (
-        f"  {name}: {{type: openai, api_key: sk-{name}, base_url: '{server.base_url}', "
+        f"  {name}: {{type: openai, api_key: sk-key-{name}, base_url: '{server.base_url}', "
         f"max_retries: {retries}, timeout: 5, models: {MODELS}}}\n"
     )
 
@@ -160,19 +168,31 @@ async def test_half_open_trial_failure_reopens(fake: FakeOpenAIServer, fake2: Fa
     await ai.aclose()
 
 
-async def test_all_breakers_open_still_tries_every_candidate(fake: FakeOpenAIServer, fake2: FakeOpenAIServer) -> None:
+async def test_all_breakers_open_fails_fast_without_a_call(fake: FakeOpenAIServer, fake2: FakeOpenAIServer) -> None:
     pipeline = EMBED_PIPELINE + "    breaker: {window: 2, min_calls: 1, failure_rate: 0.5, cooldown_seconds: 60}\n"
-    async with PulseAI.from_yaml(two_providers(fake, fake2, pipeline)) as ai:
-        fake.always(Fault.http(503))
-        fake2.always(Fault.http(503))
-        with pytest.raises(AllProvidersFailed):
-            await ai.embed(["x"])
-        router = ai.router("embedding")
-        assert all(c.breaker.state is BreakerState.OPEN for c in router.candidates)
-        fake2.always(None)
-        result = await ai.embed(["x"])
+    ai = PulseAI.from_yaml(two_providers(fake, fake2, pipeline))
+    clock = Clock()
+    router = own_router(ai, clock)
+    fake.always(Fault.http(503))
+    fake2.always(Fault.http(503))
+    with pytest.raises(AllProvidersFailed):
+        await router.embed(["x"])
+    assert all(c.breaker.state is BreakerState.OPEN for c in router.candidates)
+    fake2.always(None)
+    clock.now += 20
+    with pytest.raises(AllProvidersFailed) as info:
+        await router.embed(["x"])  # both open: no call at all
+    assert len(fake.requests) == 1 and len(fake2.requests) == 1
+    error = info.value
+    assert error.attempts == () and error.skipped == ("p1/text-embedding-3-small", "p2/text-embedding-3-small")
+    assert [type(e) for e in error.exceptions] == [CircuitOpenError, CircuitOpenError]
+    assert [e.retry_after for e in error.exceptions] == [40.0, 40.0]  # type: ignore[attr-defined]
+    assert "circuit breaker" in str(error) and "no call was made" in str(error)
+    clock.now += 41  # cooldown over: one trial each
+    result = await router.embed(["x"])
     assert result.model == "p2/text-embedding-3-small"
     assert len(fake.requests) == 2 and len(fake2.requests) == 2
+    await ai.aclose()
 
 
 async def test_auth_failure_opens_the_breaker_at_once(fake: FakeOpenAIServer, fake2: FakeOpenAIServer) -> None:
@@ -241,7 +261,7 @@ def test_mixed_vector_spaces_are_refused(fake: FakeOpenAIServer) -> None:
     text = f"""
 providers:
   local: {{type: sentence_transformers, models: [{{name: all-MiniLM-L6-v2}}]}}
-  oa: {{type: openai, api_key: k, base_url: '{fake.base_url}', models: [{{name: text-embedding-3-small}}]}}
+  oa: {{type: openai, api_key: sk-12345, base_url: '{fake.base_url}', models: [{{name: text-embedding-3-small}}]}}
 pipelines:
   embedding: {{kind: embedding, candidates: [oa/text-embedding-3-small, local/all-MiniLM-L6-v2]}}
 """
@@ -262,8 +282,8 @@ pipelines:
 def test_same_model_on_two_providers_and_declared_spaces_are_accepted() -> None:
     text = """
 providers:
-  oa: {type: openai, api_key: k, models: [{name: text-embedding-3-small}]}
-  az: {type: azure_openai, endpoint: 'https://x', api_key: k, api_version: v,
+  oa: {type: openai, api_key: sk-12345, models: [{name: text-embedding-3-small}]}
+  az: {type: azure_openai, endpoint: 'https://x', api_key: sk-12345, api_version: v,
        models: [{name: text-embedding-3-small, deployment: emb}]}
   gw1: {type: custom_gateway, base_url: 'http://a/v1', models: [{name: bge-a, capabilities: [embedding],
         dimensions: 768, max_input_tokens: 512, input_price_per_million: 0, space: bge-base-en}]}
@@ -292,7 +312,7 @@ pipelines:
 def test_pipeline_validation_names_the_key(candidates: str, fragment: str) -> None:
     text = f"""
 providers:
-  oa: {{type: openai, api_key: k, models: [{{name: text-embedding-3-small}}, {{name: gpt-4o-mini}}]}}
+  oa: {{type: openai, api_key: sk-12345, models: [{{name: text-embedding-3-small}}, {{name: gpt-4o-mini}}]}}
 pipelines:
   embedding: {{kind: embedding, candidates: {candidates}}}
 """

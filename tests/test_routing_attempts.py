@@ -10,9 +10,18 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from pulse_ai import AllProvidersFailed, BadRequestError, ProviderUnavailableError, PulseAI, RateLimitedError
+from pulse_ai import (
+    AllProvidersFailed,
+    BadRequestError,
+    CircuitOpenError,
+    InputError,
+    ProviderUnavailableError,
+    PulseAI,
+    RateLimitedError,
+)
 from pulse_ai.routing import BreakerState
 from pulse_ai.testing import FakeProvider, Fault, fake_vector
+from pulse_ai.vectors import Record
 
 EMB = "text-embedding-3-small"
 
@@ -245,3 +254,65 @@ async def test_200_concurrent_calls_with_a_flaky_primary_lose_nothing() -> None:
     served = [r.model for r in results]
     assert served.count(f"a/{EMB}") + served.count(f"b/{EMB}") == 200
     assert served.count(f"b/{EMB}") == 100
+
+
+@pytest.mark.parametrize("route", ["pipeline", "model"])
+async def test_an_open_breaker_gets_no_request_until_its_cooldown_passes(route: str) -> None:
+    options = ", breaker: {window: 4, min_calls: 2, failure_rate: 0.5, cooldown_seconds: 30}"
+    pipelines = "  solo: {kind: generation, candidates: [b/gpt-4o-mini]" + options + "}\n"
+    async with PulseAI.from_yaml(fakes_yaml("b", pipelines=pipelines)) as ai:
+        b = fake(ai, "b")
+        b.always(Fault.unavailable())
+        target = {"pipeline": "solo"} if route == "pipeline" else {"model": "b/gpt-4o-mini"}
+        for _ in range(2):  # opens the breaker (shared by the pipeline and direct calls)
+            with pytest.raises((ProviderUnavailableError, AllProvidersFailed)):
+                await ai.generate("z", pipeline="solo")
+        for _ in range(10):
+            with pytest.raises(AllProvidersFailed) as info:
+                await ai.generate("z", **target)
+            with pytest.raises(AllProvidersFailed):
+                async with ai.stream("z", **target) as stream:
+                    async for _ in stream:
+                        pass
+        assert len(b.requests()) == 2, "a request reached a model whose breaker is open"
+    error = info.value
+    (skipped,) = error.exceptions
+    assert isinstance(skipped, CircuitOpenError) and isinstance(skipped, ProviderUnavailableError)
+    assert skipped.retry_after is not None and 0 < skipped.retry_after <= 30
+    assert error.skipped == ("b/gpt-4o-mini",) and error.attempts == () and error.usage.requests == 0
+
+
+async def test_a_skipped_candidate_is_in_the_group_beside_the_ones_that_failed() -> None:
+    options = ", breaker: {window: 4, min_calls: 1, cooldown_seconds: 30}, fallback: {on_errors: [unavailable]}"
+    async with PulseAI.from_yaml(fakes_yaml("a", "b", pipelines=embed_pipeline("a", "b", options=options))) as ai:
+        fake(ai, "a").always(Fault.unavailable())
+        fake(ai, "b").script(Fault.ok())
+        await ai.embed(["opens a"])
+        fake(ai, "b").always(Fault.unavailable())
+        with pytest.raises(AllProvidersFailed) as info:
+            await ai.embed(["x"])
+    error = info.value
+    assert error.skipped == (f"a/{EMB}",) and [a.model for a in error.attempts] == [f"b/{EMB}"]
+    assert [type(e).__name__ for e in error.exceptions] == ["ProviderUnavailableError", "CircuitOpenError"]
+
+
+async def test_an_input_error_from_a_later_candidate_names_the_callers_index() -> None:
+    # a answers one text per request and fails the last two; b (same space) takes only short texts
+    yaml = (
+        f"providers:\n  a: {{type: fake, models: [{{name: {EMB}, max_inputs_per_request: 1}}]}}\n"
+        f"  b: {{type: fake, models: [{{name: {EMB}, max_input_tokens: 20}}]}}\n"
+        f"pipelines:\n{embed_pipeline('a', 'b')}vector_store: {{backend: qdrant, location: ':memory:'}}\n"
+    )
+    texts = ["short one", "short two", "this text is long " * 10]  # only the third is too long for b
+    async with PulseAI.from_yaml(yaml) as ai:
+        a = fake(ai, "a")
+        a.script(Fault.ok(), Fault.unavailable(), Fault.unavailable())
+        with pytest.raises(InputError) as info:
+            await ai.embed(texts)
+        assert info.value.index == 2 and str(info.value).startswith("texts[2] ")
+        a.reset()
+        a.script(Fault.ok(), Fault.unavailable(), Fault.unavailable())
+        report = await ai.indexer().index("acme", "docs", [Record(f"R{i}", t) for i, t in enumerate(texts)])
+        stored = await ai.indexer().count("acme", "docs")
+    assert [failure.record_id for failure in report.failures] == ["R2"]
+    assert report.new == 2 and stored == 2

@@ -90,7 +90,7 @@ def test_a_recursive_alias_is_refused() -> None:
 def test_merge_keys_override_without_counting_as_duplicates() -> None:
     text = """
 providers:
-  a: &base {type: openai, api_key: k, timeout: 5, models: [{name: gpt-4o-mini}]}
+  a: &base {type: openai, api_key: sk-12345, timeout: 5, models: [{name: gpt-4o-mini}]}
   b: {<<: *base, timeout: 9}
 """
     loaded = load_config_text(text)
@@ -163,11 +163,11 @@ def test_a_provider_defined_twice_is_refused_with_both_lines() -> None:
     text = """providers:
   oa:
     type: openai
-    api_key: k
+    api_key: sk-12345
     models: [{name: gpt-4o-mini}]
   oa:
     type: openai
-    api_key: k2
+    api_key: sk-123456
     models: [{name: gpt-4o}]
 """
     message = _refused(text)
@@ -176,7 +176,8 @@ def test_a_provider_defined_twice_is_refused_with_both_lines() -> None:
 
 def test_a_repeated_timeout_is_refused_with_its_path() -> None:
     text = (
-        "providers:\n  oa: {type: openai, api_key: k, timeout: 5,\n       timeout: 50, models: [{name: gpt-4o-mini}]}\n"
+        "providers:\n  oa: {type: openai, api_key: sk-12345, timeout: 5,\n"
+        "       timeout: 50, models: [{name: gpt-4o-mini}]}\n"
     )
     message = _refused(text)
     assert "providers.oa: duplicate key 'timeout' (lines 2 and 3)" in message
@@ -272,3 +273,18 @@ def test_values_yaml_cannot_construct_are_config_errors_without_the_value(line: 
     message = _refused(text)
     assert "line 4" in message
     assert SECRET not in message and "9" * 50 not in message
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"!!timestamp {SECRET}",  # PyYAML's constructor: AttributeError
+        f"!!bool {SECRET}",  # ... KeyError
+        "!!timestamp garbage",
+        "!!bool abc",
+    ],
+)
+def test_every_value_yaml_cannot_construct_is_a_config_error(value: str) -> None:
+    message = _refused(f"providers:\n  oa:\n    type: openai\n    organization: {value}\n    models: [{{name: x}}]\n")
+    assert "line 4" in message and "cannot read this" in message
+    assert SECRET not in message

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -29,6 +29,7 @@ from pydantic import (
 from pulse_ai.catalog import Capability, Catalog, ModelSpec, Tier, default_catalog
 from pulse_ai.config_cache import CacheConfig, CacheLevelConfig, PipelineCacheConfig
 from pulse_ai.config_types import (
+    ApiKey,
     Count,
     Fraction,
     HeaderName,
@@ -36,12 +37,16 @@ from pulse_ai.config_types import (
     HttpUrl,
     NonNegativeSeconds,
     NotBool,
+    OptionalApiKey,
     Price,
     Retries,
-    Seconds,
     Secret,
+    Timeout,
+    url_passwords,
+    url_without_password,
 )
 from pulse_ai.errors import ConfigError
+from pulse_ai.redaction import register_secrets
 from pulse_ai.yaml_loader import interpolate, join_key, load_yaml, read_config_file
 
 __all__ = [
@@ -97,7 +102,7 @@ class ModelConfig(_Strict):
 
 class _ProviderBase(_Strict):
     models: list[ModelConfig] = Field(min_length=1)
-    timeout: Seconds = 30.0
+    timeout: Timeout = 30.0
     max_retries: Retries = 3
     max_concurrency: Count = 8
 
@@ -121,7 +126,7 @@ class SentenceTransformersConfig(_ProviderBase):
 
 class OpenAIConfig(_ProviderBase):
     type: Literal["openai"]
-    api_key: Secret
+    api_key: ApiKey
     base_url: HttpUrl | None = None
     organization: str | None = None
 
@@ -129,14 +134,14 @@ class OpenAIConfig(_ProviderBase):
 class AzureOpenAIConfig(_ProviderBase):
     type: Literal["azure_openai"]
     endpoint: HttpUrl
-    api_key: Secret
+    api_key: ApiKey
     api_version: str = Field(min_length=1)
 
 
 class CustomGatewayConfig(_ProviderBase):
     type: Literal["custom_gateway"]
     base_url: HttpUrl
-    api_key: Secret | None = None
+    api_key: ApiKey | None = None
     auth_header: HeaderName = "Authorization"
     auth_prefix: HeaderText = "Bearer "
     headers: dict[HeaderName, Secret] = Field(default_factory=dict)
@@ -233,7 +238,7 @@ class VectorStoreConfig(_Strict):
     optimize_after: Count = 20_000
     url: HttpUrl | None = None
     location: Literal[":memory:"] | None = None
-    api_key: SecretStr | None = None
+    api_key: OptionalApiKey | None = None
     prefer_grpc: bool = False
     timeout: Count = 10
 
@@ -265,10 +270,27 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/pulse-ai.db"
 
 
 class DatabaseConfig(_Strict):
-    """The platform's records (tenants, keys, budgets, usage): SQLite by default, PostgreSQL by URL."""
+    """The platform's records (tenants, keys, budgets, usage): SQLite by default, PostgreSQL by URL.
+
+    The URL may hold a password (usual for PostgreSQL): no repr shows it, and it is registered for
+    redaction when the configuration is loaded."""
 
     # PULSE_AI_DATABASE_URL, when set, replaces the default (not a URL written in the file)
     url: str = Field(default_factory=lambda: os.environ.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL, min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _readable_port(cls, url: str) -> str:
+        try:
+            urlsplit(url).port  # noqa: B018 - raises ValueError on a port that is not a number
+        except ValueError:
+            raise ValueError(
+                "the port is not a number from 0 to 65535 (postgresql://user:password@host:5432/database)"
+            ) from None
+        return url
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        yield "url", url_without_password(self.url)
 
 
 class PulseConfig(_Strict):
@@ -321,9 +343,24 @@ def load_config_text(
         config = PulseConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc), source=source) from None
+    register_secrets(config_secrets(config))
     models = _resolve_models(config, catalog or default_catalog(), source)
     _check_pipelines(config, models, source)
     return LoadedConfig(config, models, source)
+
+
+def config_secrets(config: PulseConfig) -> list[str]:
+    """Every credential of a configuration: API keys, gateway header values, the database password."""
+    secrets = [*url_passwords(config.database.url)]
+    if config.vector_store.api_key is not None:
+        secrets.append(config.vector_store.api_key.get_secret_value())
+    for provider in config.providers.values():
+        api_key = getattr(provider, "api_key", None)
+        if api_key is not None:
+            secrets.append(api_key.get_secret_value())
+        if isinstance(provider, CustomGatewayConfig):
+            secrets.extend(value.get_secret_value() for value in provider.headers.values())
+    return secrets
 
 
 def _resolve_models(config: PulseConfig, catalog: Catalog, source: str) -> dict[str, ModelSpec]:
@@ -388,5 +425,8 @@ def _describe(exc: ValidationError) -> str:
             if part == "[key]":  # pydantic's marker for a mapping key (here a header name) at fault
                 continue
             location = f"{location}[{part}]" if isinstance(part, int) else join_key(location, part)
-        problems.append(f"{location or '<top>'}: {error['msg'].removeprefix('Value error, ')}")
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found"):  # pydantic's message quotes the value
+            message = f"`type` must be one of {', '.join(sorted(_PROVIDER_TAGS))}"
+        problems.append(f"{location or '<top>'}: {message}")
     return "; ".join(problems)

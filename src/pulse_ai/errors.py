@@ -11,6 +11,7 @@ Callers (and the router) decide on the *type* of an error, never on its message:
     │   ├── RateLimitedError        429; carries retry_after when the provider said it
     │   ├── ProviderTimeoutError    the request timed out
     │   ├── ProviderUnavailableError  5xx or a connection failure
+    │   │   └── CircuitOpenError    not called: its circuit breaker is open (retry_after: until its trial)
     │   ├── AuthenticationError     401/403: the credentials are wrong or lack permission
     │   ├── BadRequestError         400/404/422: the request itself is wrong; retrying will not help
     │   └── MalformedResponseError  the answer cannot be used: wrong count, wrong dimension, bad JSON
@@ -39,6 +40,7 @@ and ``attempts`` (every candidate tried), so the usage ledger records money spen
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from decimal import Decimal
 
@@ -50,6 +52,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BudgetExceededError",
+    "CircuitOpenError",
     "ConfigError",
     "DatabaseError",
     "InputError",
@@ -104,6 +107,12 @@ class InputError(PulseAIError, ValueError):
         self.index = index
         super().__init__(message)
 
+    def renumbered(self, index: int) -> InputError:
+        """This error for input ``index`` of the caller's list (the router sent a sub-list on)."""
+        old = f"[{self.index}]"
+        text = str(self)
+        return InputError(text.replace(old, f"[{index}]", 1) if old in text else f"{text} (input {index})", index=index)
+
 
 class ProviderError(PulseAIError):
     """A provider call failed. ``failed_inputs`` lists the input indices that got no result;
@@ -142,12 +151,14 @@ class ProviderError(PulseAIError):
 
 
 class RateLimitedError(ProviderError):
-    """The provider refused the call for rate or quota reasons (HTTP 429)."""
+    """The provider refused the call for rate or quota reasons (HTTP 429). ``retry_after``: the
+    seconds it asked to wait, a finite non-negative number, or None when it said nothing usable."""
 
     retryable = True
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
-        self.retry_after = retry_after
+        usable = retry_after is not None and math.isfinite(retry_after) and retry_after >= 0
+        self.retry_after = float(retry_after) if usable and retry_after is not None else None
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
 
 
@@ -161,6 +172,15 @@ class ProviderUnavailableError(ProviderError):
     """The provider failed on its side (HTTP 5xx) or could not be reached."""
 
     retryable = True
+
+
+class CircuitOpenError(ProviderUnavailableError):
+    """A candidate that was not called because its circuit breaker is open. ``retry_after``: the
+    seconds until the breaker lets a trial call through (0 when one is in flight now)."""
+
+    def __init__(self, message: str, *, retry_after: float, **kwargs: object) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
 
 
 class AuthenticationError(ProviderError):
@@ -178,12 +198,14 @@ class MalformedResponseError(ProviderError):
 
 
 class AllProvidersFailed(PulseAIError, ExceptionGroup):
-    """Every candidate of a pipeline that was tried failed.
+    """Every candidate of a pipeline failed, or was skipped because its circuit breaker is open.
 
     It is also an ``ExceptionGroup`` of the candidates' errors (``except*`` works, and a traceback
-    shows each). ``attempts`` holds every attempt in order, ``skipped`` the candidates that were not
-    tried because their circuit breaker was open. For embeddings, ``partial`` holds the vectors some
-    candidates did return and ``failed_inputs`` the inputs that got none.
+    shows each): the error of every candidate tried, then one ``CircuitOpenError`` per candidate
+    skipped. ``attempts`` holds every attempt in order, ``skipped`` the candidates that were not
+    tried because their circuit breaker was open (when every one was, no call was made and
+    ``attempts`` is empty). For embeddings, ``partial`` holds the vectors some candidates did return
+    and ``failed_inputs`` the inputs that got none.
     """
 
     def __new__(
@@ -194,9 +216,10 @@ class AllProvidersFailed(PulseAIError, ExceptionGroup):
         *,
         partial: PartialVectors | None = None,
         failed_inputs: Sequence[int] = (),
+        circuit_open: Sequence[CircuitOpenError] = (),
     ) -> AllProvidersFailed:
-        errors = [a.error for a in attempts if a.error is not None] or [PulseAIError("no candidate was tried")]
-        return super().__new__(cls, _all_failed_message(pipeline, attempts, skipped), errors)
+        errors = _group(attempts, circuit_open)
+        return super().__new__(cls, _all_failed_message(pipeline, attempts, skipped, circuit_open), errors)
 
     def __init__(
         self,
@@ -206,9 +229,9 @@ class AllProvidersFailed(PulseAIError, ExceptionGroup):
         *,
         partial: PartialVectors | None = None,
         failed_inputs: Sequence[int] = (),
+        circuit_open: Sequence[CircuitOpenError] = (),
     ) -> None:
-        errors = [a.error for a in attempts if a.error is not None] or [PulseAIError("no candidate was tried")]
-        super().__init__(_all_failed_message(pipeline, attempts, skipped), errors)
+        super().__init__(_all_failed_message(pipeline, attempts, skipped, circuit_open), _group(attempts, circuit_open))
         self.pipeline = pipeline
         self.attempts: tuple[Attempt, ...] = tuple(attempts)
         self.skipped: tuple[str, ...] = tuple(skipped)
@@ -227,8 +250,24 @@ class AllProvidersFailed(PulseAIError, ExceptionGroup):
         return Usage.total([a.usage for a in self.attempts])
 
 
-def _all_failed_message(pipeline: str, attempts: Sequence[Attempt], skipped: Sequence[str]) -> str:
+def _group(attempts: Sequence[Attempt], circuit_open: Sequence[CircuitOpenError]) -> list[Exception]:
+    errors: list[Exception] = [a.error for a in attempts if a.error is not None]
+    errors.extend(circuit_open)
+    return errors or [PulseAIError("no candidate was tried")]
+
+
+def _all_failed_message(
+    pipeline: str, attempts: Sequence[Attempt], skipped: Sequence[str], circuit_open: Sequence[CircuitOpenError] = ()
+) -> str:
     causes = "; ".join(f"{a.model}: {type(a.error).__name__}: {a.error}" for a in attempts if a.error is not None)
+    if not attempts and skipped:
+        waits = "; ".join(
+            f"{'/'.join(p for p in (e.provider, e.model) if p)}: next trial in {e.retry_after:.1f} s"
+            for e in circuit_open
+        )
+        return f"pipeline {pipeline!r}: every candidate's circuit breaker is open, so no call was made" + (
+            f" ({waits})" if waits else f": {', '.join(skipped)}"
+        )
     text = f"pipeline {pipeline!r}: all candidates tried failed ({causes})"
     if skipped:
         text += f"; skipped with an open circuit breaker: {', '.join(skipped)}"

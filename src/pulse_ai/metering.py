@@ -180,7 +180,10 @@ class Meter:
             await self._record(tuple(finished), context, operation, reservation)
             raise
         except (ProviderError, AllProvidersFailed) as error:
-            attempts = error.attempts or (_lone_attempt(error, started),)
+            # every breaker open: no call was made, nothing to record (the reservation is released)
+            attempts = error.attempts or (
+                () if isinstance(error, AllProvidersFailed) else (_lone_attempt(error, started),)
+            )
             await self._record(attempts, context, operation, reservation)
             raise
         except BaseException:

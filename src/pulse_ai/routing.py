@@ -1,8 +1,9 @@
 """Pipelines: ordered candidates, a selection strategy, circuit breakers and fallback.
 
 A pipeline call tries its candidates in the order the strategy gives, skipping those whose
-breaker is open (unless every one is open: then all are tried rather than failing without a call).
-A candidate's own retries happen inside its provider; the router moves on only on the error types
+breaker is open. When every one is open, the call fails fast without any request: an
+``AllProvidersFailed`` of one ``CircuitOpenError`` per candidate, each saying when its breaker
+lets a trial through. A candidate's own retries happen inside its provider; the router moves on only on the error types
 the pipeline lists in ``fallback.on_errors``. When every candidate tried failed, one
 ``AllProvidersFailed`` carries each attempt and names the candidates that were skipped.
 
@@ -10,29 +11,31 @@ An embedding call that a candidate answered in part (some of its requests failed
 answered and sends only the rest to the next candidate. Every attempt, successful or not, is on
 the result or the error with what it consumed, for the usage ledger.
 
-Health (breaker and latency) is kept per model ref in a ``HealthRegistry`` shared by every
-pipeline, and by direct ``model=`` calls, so a model in two pipelines is one health state.
+Health (breaker and latency, :mod:`pulse_ai.breaker`) is kept per model ref in a ``HealthRegistry``
+shared by every pipeline, and by direct ``model=`` calls, so a model in two pipelines is one health
+state.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
+from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 import numpy as np
 
 from pulse_ai.accounting import Attempt, PartialVectors, Usage, note_attempt
+from pulse_ai.breaker import BreakerState, CircuitBreaker, Clock, HealthRegistry, ModelHealth
 from pulse_ai.catalog import Capability, ModelSpec
-from pulse_ai.config import BreakerConfig, ErrorKind, PipelineConfig, Strategy
+from pulse_ai.config import ErrorKind, PipelineConfig, Strategy
 from pulse_ai.errors import (
     AllProvidersFailed,
     AuthenticationError,
     BadRequestError,
+    CircuitOpenError,
+    InputError,
     MalformedResponseError,
     ProviderError,
     ProviderTimeoutError,
@@ -48,6 +51,7 @@ from pulse_ai.types import (
     GenerationParams,
     GenerationResult,
     Message,
+    check_params,
     normalise_messages,
     validate_texts,
 )
@@ -55,7 +59,6 @@ from pulse_ai.types import (
 __all__ = ["BreakerState", "Candidate", "CircuitBreaker", "HealthRegistry", "ModelHealth", "Router", "probe"]
 
 T = TypeVar("T")
-Clock = Callable[[], float]
 
 ERROR_TYPES: dict[ErrorKind, type[ProviderError]] = {
     ErrorKind.RATE_LIMITED: RateLimitedError,
@@ -67,102 +70,6 @@ ERROR_TYPES: dict[ErrorKind, type[ProviderError]] = {
 }
 # Generation answers are estimated at this many tokens when the caller sets no max_tokens.
 DEFAULT_OUTPUT_ESTIMATE = 256
-EWMA_ALPHA = 0.3
-
-
-class BreakerState(StrEnum):
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half_open"
-
-
-class CircuitBreaker:
-    """Failure rate over a sliding window of calls; cooldown; one trial call when it half-opens.
-
-    Every ``acquire`` that returned True ends in exactly one of ``record_success``,
-    ``record_failure`` or ``release``; a half-open trial is never left hanging.
-    """
-
-    def __init__(self, config: BreakerConfig, clock: Clock = time.monotonic) -> None:
-        self.config = config
-        self._clock = clock
-        self._outcomes: deque[bool] = deque(maxlen=config.window)
-        self._state = BreakerState.CLOSED
-        self._opened_at = 0.0
-        self._trial_in_flight = False
-
-    @property
-    def state(self) -> BreakerState:
-        if self._state is BreakerState.OPEN and self._clock() - self._opened_at >= self.config.cooldown_seconds:
-            self._state = BreakerState.HALF_OPEN
-            self._trial_in_flight = False
-        return self._state
-
-    def acquire(self) -> bool:
-        """May a call go to this candidate now? In half-open, only one trial at a time may."""
-        state = self.state
-        if state is BreakerState.CLOSED:
-            return True
-        if state is BreakerState.HALF_OPEN and not self._trial_in_flight:
-            self._trial_in_flight = True
-            return True
-        return False
-
-    def record_success(self) -> None:
-        if self._state is not BreakerState.CLOSED:
-            self._outcomes.clear()
-        self._state = BreakerState.CLOSED
-        self._trial_in_flight = False
-        self._outcomes.append(True)
-
-    def record_failure(self, error: ProviderError) -> None:
-        if isinstance(error, BadRequestError):
-            self.release()  # the request was wrong, not the provider: no verdict on its health
-            return
-        self._outcomes.append(False)
-        failures = self._outcomes.count(False)
-        tripped = (
-            len(self._outcomes) >= self.config.min_calls and failures / len(self._outcomes) >= self.config.failure_rate
-        )
-        if tripped or isinstance(error, AuthenticationError) or self._state is BreakerState.HALF_OPEN:
-            self._open()
-
-    def release(self) -> None:
-        """A call ended without a verdict (cancelled, a caller error, a bad request)."""
-        self._trial_in_flight = False
-
-    def _open(self) -> None:
-        self._state = BreakerState.OPEN
-        self._opened_at = self._clock()
-        self._trial_in_flight = False
-
-
-@dataclass
-class ModelHealth:
-    """One model ref's health: its breaker and its observed latency."""
-
-    breaker: CircuitBreaker
-    latency_ewma: float | None = None
-
-    def observe_latency(self, seconds: float) -> None:
-        previous = self.latency_ewma
-        self.latency_ewma = seconds if previous is None else EWMA_ALPHA * seconds + (1 - EWMA_ALPHA) * previous
-
-
-@dataclass
-class HealthRegistry:
-    """Health per model ref. The breaker settings of the first pipeline that asks for a ref win."""
-
-    clock: Clock = time.monotonic
-    _health: dict[str, ModelHealth] = field(default_factory=dict)
-
-    def get(self, ref: str, config: BreakerConfig) -> ModelHealth:
-        if ref not in self._health:
-            self._health[ref] = ModelHealth(CircuitBreaker(config, self.clock))
-        return self._health[ref]
-
-    def states(self) -> dict[str, BreakerState]:
-        return {ref: health.breaker.state for ref, health in self._health.items()}
 
 
 @dataclass
@@ -240,20 +147,41 @@ class Router:
             return 0
         return sum(await estimate_many(list(texts)))
 
-    def _admitted(self, ranked: list[Candidate], skipped: list[str]) -> Iterable[tuple[Candidate, bool]]:
-        """(candidate, acquired) in order: those whose breaker admits a call; if none does, every
-        candidate (rather than failing without a call). Candidates left out go to ``skipped``."""
-        admitted_any = False
+    @staticmethod
+    def _admitted(ranked: list[Candidate], skipped: list[Candidate]) -> Iterable[Candidate]:
+        """The candidates whose breaker admits a call now, in order; the others go to ``skipped``."""
         for candidate in ranked:
             if candidate.breaker.acquire():
-                admitted_any = True
-                yield candidate, True
+                yield candidate
             else:
-                skipped.append(candidate.ref)
-        if not admitted_any:
-            skipped.clear()
-            for candidate in ranked:
-                yield candidate, False
+                skipped.append(candidate)
+
+    def _all_failed(
+        self,
+        attempts: Sequence[Attempt],
+        skipped: Sequence[Candidate],
+        partial: PartialVectors | None = None,
+        failed_inputs: Sequence[int] = (),
+    ) -> AllProvidersFailed:
+        """Every candidate failed or was skipped; a skipped one is a ``CircuitOpenError`` in the group."""
+        circuit_open = [
+            CircuitOpenError(
+                f"not called: its circuit breaker is open (next trial in {wait:.1f} s)",
+                provider=c.provider.name,
+                model=c.model.name,
+                retry_after=wait,
+            )
+            for c in skipped
+            for wait in (c.breaker.retry_after(),)
+        ]
+        return AllProvidersFailed(
+            self.name,
+            attempts,
+            [c.ref for c in skipped],
+            partial=partial,
+            failed_inputs=failed_inputs,
+            circuit_open=circuit_open,
+        )
 
     # ---- calls ---------------------------------------------------------------------------
     async def embed(self, texts: Sequence[str]) -> EmbeddingResult:
@@ -263,9 +191,9 @@ class Router:
         vectors = np.empty((len(checked), dims), dtype=np.float32)
         remaining = np.arange(len(checked), dtype=np.int64)
         attempts: list[Attempt] = []
-        skipped: list[str] = []
+        skipped: list[Candidate] = []
         truncated = 0
-        for candidate, acquired in self._admitted(ranked, skipped):
+        for candidate in self._admitted(ranked, skipped):
             todo = remaining
 
             async def call(c: Candidate, todo: np.ndarray = todo) -> EmbeddingResult:
@@ -273,11 +201,16 @@ class Router:
                 return await c.provider.embed([checked[i] for i in todo], c.model)
 
             try:
-                outcome = await self._attempt(call, candidate, acquired, attempts, len(todo))
+                outcome = await self._attempt(call, candidate, attempts, len(todo))
             except ProviderError as error:  # not a fallback error: raised, with what was consumed
                 self._remap(error, todo, vectors, remaining)
                 error.attempts = tuple(attempts)
                 raise
+            except InputError as error:  # a later candidate refused one of the inputs sent on to it
+                if error.index is None or todo.size == len(checked):
+                    raise
+                renumbered = error.renumbered(int(todo[error.index]))
+                raise renumbered from None
             if isinstance(outcome, _Served):
                 result = outcome.value
                 vectors[todo] = result.vectors
@@ -295,8 +228,7 @@ class Router:
                 vectors[todo[partial.indices]] = partial.vectors
                 remaining = np.setdiff1d(todo, todo[partial.indices], assume_unique=True)
         done = np.setdiff1d(np.arange(len(checked)), remaining, assume_unique=True)
-        raise AllProvidersFailed(
-            self.name,
+        raise self._all_failed(
             attempts,
             skipped,
             partial=PartialVectors(done, vectors[done]) if done.size else None,
@@ -322,7 +254,7 @@ class Router:
         self, messages: str | Sequence[Message | dict[str, str]], params: GenerationParams | None = None
     ) -> GenerationResult:
         checked = normalise_messages(messages)
-        params = params or GenerationParams()
+        params = check_params(params)
 
         async def call(candidate: Candidate) -> GenerationResult:
             assert isinstance(candidate.provider, GenerationProvider)
@@ -337,7 +269,7 @@ class Router:
     ) -> GenerationStream:
         """Stream from the first candidate that produces a first chunk; after that, no fallback."""
         checked = normalise_messages(messages)
-        params = params or GenerationParams()
+        params = check_params(params)
         failed: list[Attempt] = []
         chosen: list[GenerationStream] = []
 
@@ -400,22 +332,21 @@ class Router:
         self, call: Callable[[Candidate], Awaitable[T]], input_tokens: int, output_tokens: int
     ) -> tuple[T, tuple[Attempt, ...]]:
         attempts: list[Attempt] = []
-        skipped: list[str] = []
-        for candidate, acquired in self._admitted(self.ranked(input_tokens, output_tokens), skipped):
+        skipped: list[Candidate] = []
+        for candidate in self._admitted(self.ranked(input_tokens, output_tokens), skipped):
             try:
-                outcome = await self._attempt(call, candidate, acquired, attempts, 1)
+                outcome = await self._attempt(call, candidate, attempts, 1)
             except ProviderError as error:
                 error.attempts = tuple(attempts)
                 raise
             if isinstance(outcome, _Served):
                 return outcome.value, tuple(attempts)
-        raise AllProvidersFailed(self.name, attempts, skipped)
+        raise self._all_failed(attempts, skipped)
 
     async def _attempt(
         self,
         call: Callable[[Candidate], Awaitable[T]],
         candidate: Candidate,
-        acquired: bool,
         attempts: list[Attempt],
         inputs: int,
     ) -> _Served[T] | ProviderError:
@@ -465,7 +396,7 @@ class Router:
                 return error
             raise
         finally:
-            if acquired and not verdict:
+            if not verdict:
                 candidate.breaker.release()  # cancelled, or the caller's own error: no verdict
 
 

@@ -28,7 +28,14 @@ from pulse_ai.catalog import Capability
 from pulse_ai.context import CallContext
 from pulse_ai.errors import PipelineNotAllowedError
 from pulse_ai.streams import GenerationStream, relay
-from pulse_ai.types import EmbeddingResult, GenerationParams, GenerationResult, Message, normalise_messages
+from pulse_ai.types import (
+    EmbeddingResult,
+    GenerationParams,
+    GenerationResult,
+    Message,
+    check_params,
+    normalise_messages,
+)
 from pulse_ai.usage import UsageSummaryRow
 from pulse_ai.usage.reports import GroupBy
 from pulse_ai.vectors.base import PurgeReport, SearchHit
@@ -72,6 +79,7 @@ class TenantAI:
         params: GenerationParams | None = None,
     ) -> GenerationResult:
         checked = normalise_messages(messages)
+        params = check_params(params)
         route, context = await self._route(model, pipeline, Capability.GENERATION)
         return await self._ai.meter.generate(route, checked, params, context)
 
@@ -86,6 +94,7 @@ class TenantAI:
         """Use as ``async with acme.stream(...) as stream: async for delta in stream``; leaving the
         block early closes the provider's stream at once and records what was consumed."""
         checked = normalise_messages(messages)
+        params = check_params(params)
 
         async def open_inner() -> GenerationStream:
             route, context = await self._route(model, pipeline, Capability.GENERATION)

@@ -195,10 +195,9 @@ class FakeProvider(EmbeddingProvider, GenerationProvider):
         fault = await self._begin("generate", model, [m.content for m in messages])
         try:
             text = _answer(messages, params)
-            return GenerationResult(text, model.ref, _usage(messages, text, model), finish_reason="stop")
+            return GenerationResult(text, model.ref, _usage(messages, text, model, fault), finish_reason="stop")
         finally:
             self.in_flight -= 1
-            del fault
 
     async def stream_text(
         self, messages: list[Message], params: GenerationParams, model: ModelSpec
@@ -224,7 +223,7 @@ class FakeProvider(EmbeddingProvider, GenerationProvider):
                 await asyncio.sleep(self.config.latency / max(1, len(words)))
                 yield delta
             text = "".join(sent)
-            yield GenerationResult(text, model.ref, _usage(messages, text, model), finish_reason="stop")
+            yield GenerationResult(text, model.ref, _usage(messages, text, model, fault), finish_reason="stop")
         finally:
             self.open_streams -= 1
             self.in_flight -= 1
@@ -285,7 +284,9 @@ def _answer(messages: list[Message], params: GenerationParams) -> str:
     return text
 
 
-def _usage(messages: list[Message], text: str, model: ModelSpec) -> Usage:
+def _usage(messages: list[Message], text: str, model: ModelSpec, fault: Fault | None) -> Usage:
+    """What the fake "counted"; with the ``no_usage`` fault, flagged as estimated (it did not say)."""
     prompt = sum(estimate_tokens(m.content) for m in messages)
     output = estimate_tokens(text)
-    return Usage(prompt, output, 1, model.cost_usd(prompt, output))
+    estimated = fault is not None and fault.kind == "no_usage"
+    return Usage(prompt, output, 1, model.cost_usd(prompt, output), estimated)

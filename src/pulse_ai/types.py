@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pulse_ai.accounting import Attempt, Usage
 from pulse_ai.errors import InputError
@@ -20,7 +21,9 @@ __all__ = [
     "GenerationResult",
     "Message",
     "Usage",
+    "check_params",
     "normalise_messages",
+    "one_line",
     "validate_texts",
 ]
 
@@ -90,29 +93,79 @@ class GenerationParams(BaseModel):
 
 
 def validate_texts(texts: Sequence[str]) -> list[str]:
-    """Check every text before anything is sent: a bad one is an error naming its index."""
+    """Check every text before anything is sent: a bad one is an error naming its index. ``texts``
+    is a list (or tuple, or any ordered iterable) of strings; a string, bytes, a mapping or a set
+    is refused rather than read element by element."""
     if isinstance(texts, str):
         raise InputError("texts must be a sequence of strings, not a single string; wrap it in a list")
+    if isinstance(texts, (bytes, bytearray, Mapping, AbstractSet)) or not isinstance(texts, Iterable):
+        raise InputError(f"texts must be a list of strings, not {type(texts).__name__}")
     checked = list(texts)
     for index, text in enumerate(checked):
         if not isinstance(text, str):
             raise InputError(f"texts[{index}] is {type(text).__name__}, not str", index=index)
         if not text.strip():
             raise InputError(f"texts[{index}] is empty or whitespace only", index=index)
+        _check_unicode(text, f"texts[{index}]", index)
     return checked
+
+
+def _check_unicode(text: str, where: str, index: int | None) -> None:
+    """A lone surrogate (half of a UTF-16 pair, e.g. from a bad decode) cannot be sent or encoded."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(
+            f"{where} holds a lone surrogate at character {exc.start} (U+{ord(text[exc.start]):04X}): "
+            "not valid Unicode text; fix how it was decoded",
+            index=index,
+        ) from None
+
+
+def one_line(error: ValidationError, prefix: str) -> str:
+    """A pydantic validation error as ``prefix.field: problem; ...`` on one line."""
+    problems = []
+    for item in error.errors(include_input=False, include_url=False):
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in item["loc"])
+        problems.append(f"{prefix}{where}: {item['msg']}")
+    return "; ".join(problems)
+
+
+def check_params(params: object) -> GenerationParams:
+    """``GenerationParams``, a mapping of its fields, or None (the defaults)."""
+    if params is None:
+        return GenerationParams()
+    if isinstance(params, GenerationParams):
+        return params
+    if isinstance(params, Mapping):
+        try:
+            return GenerationParams.model_validate(dict(params))
+        except ValidationError as exc:
+            raise InputError(one_line(exc, "params")) from None
+    raise InputError(f"params must be GenerationParams (or a dict of its fields), not {type(params).__name__}")
 
 
 def normalise_messages(messages: str | Sequence[Message | dict[str, str]]) -> list[Message]:
     if isinstance(messages, str):
         if not messages.strip():
             raise InputError("the prompt is empty")
+        _check_unicode(messages, "the prompt", None)
         return [Message(role="user", content=messages)]
+    if isinstance(messages, (bytes, bytearray, Mapping, AbstractSet)) or not isinstance(messages, Iterable):
+        raise InputError(
+            f"messages must be a prompt string or a list of messages, not {type(messages).__name__} "
+            "(a single message goes in a list)"
+        )
     result = []
     for index, message in enumerate(messages):
         try:
-            result.append(message if isinstance(message, Message) else Message.model_validate(message))
-        except ValueError as exc:
-            raise InputError(f"messages[{index}] is not a valid message: {exc}", index=index) from None
+            checked = message if isinstance(message, Message) else Message.model_validate(message)
+        except ValidationError as exc:
+            raise InputError(one_line(exc, f"messages[{index}]"), index=index) from None
+        _check_unicode(checked.content, f"messages[{index}].content", index)
+        result.append(checked)
     if not result:
         raise InputError("messages is empty")
     return result

@@ -199,7 +199,8 @@ class _BoundedLoader(yaml.SafeLoader):
     def construct_object(self, node: Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)
-        except (ValueError, TypeError, ArithmeticError):  # e.g. `!!int sk-...`, a 5,000-digit integer
+        # e.g. `!!int sk-...`, a 5,000-digit integer; `!!timestamp x` (AttributeError), `!!bool x` (KeyError)
+        except (ValueError, TypeError, ArithmeticError, AttributeError, LookupError):
             kind = node.tag.rsplit(":", 1)[-1] if node.tag.startswith("tag:yaml.org,2002:") else "value"
             raise ConstructorError(None, None, f"cannot read this {kind}", node.start_mark) from None
 

@@ -155,3 +155,19 @@ def test_config_file_names_the_database(tmp_path: Path) -> None:
 def test_errors_are_one_line_and_exit_1(tmp_path: Path, args: tuple[str, ...]) -> None:
     code, _, err = invoke(*args, "--db", f"sqlite:///{tmp_path / 'e.db'}")
     assert code == 1 and err.startswith("error: ") and err.count("\n") == 1, err
+
+
+BAD_PORT_URL = "postgresql://app:Db-Password-99@db.internal:notaport/pulse"
+
+
+@pytest.mark.parametrize("source", ["--db", "--config"])
+def test_a_database_url_whose_port_is_not_a_number_is_one_line_without_the_password(
+    tmp_path: Path, source: str
+) -> None:
+    config = tmp_path / "pulse-ai.yaml"
+    config.write_text(
+        f"providers:\n  f: {{type: fake, models: [{{name: gpt-4o-mini}}]}}\ndatabase: {{url: '{BAD_PORT_URL}'}}\n"
+    )
+    code, out, err = invoke("db", "upgrade", source, BAD_PORT_URL if source == "--db" else str(config))
+    assert code == 1 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert "port" in err and "Db-Password-99" not in out + err

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from pulse_ai.db import SYSTEM_TENANT, Database, Tenants, normalize_url
 from pulse_ai.db.database import MIGRATIONS_DIR
 from pulse_ai.errors import ConfigError, DatabaseError
+from pulse_ai.redaction import redact
 from tests.db.conftest import fresh_postgres_database, fresh_postgres_database_async
 
 
@@ -68,6 +70,15 @@ async def test_concurrent_first_opens_of_one_sqlite_file_all_succeed(tmp_path: P
     for db in dbs:
         assert await db.current_revision() == Database.head_revision()
         await db.close()
+
+
+def test_a_database_password_is_registered_for_redaction_and_kept_out_of_reprs() -> None:
+    url = normalize_url("postgresql://app:Pg-Pass-7781@db.example.com:5432/pulse")
+    assert redact("connection to app:Pg-Pass-7781 failed") == "connection to app:*** failed"
+    assert "Pg-Pass-7781" not in repr(Database(create_async_engine(url)))
+    with pytest.raises(ConfigError, match="port is not a number") as info:
+        normalize_url("postgresql://app:Pg-Pass-7781@db.example.com:notaport/pulse")
+    assert "Pg-Pass-7781" not in str(info.value)
 
 
 def test_urls_are_normalised_to_async_drivers() -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import hashlib
 import json
 import socket
 import threading
 import time
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +26,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.fakes.openai_faults import Fault
 
 __all__ = ["FakeOpenAIServer", "Fault", "RecordedRequest", "fake_vector"]
 
@@ -50,96 +54,6 @@ _PLAIN_HEADERS = {
 }
 
 
-@dataclass(frozen=True)
-class Fault:
-    """One scripted misbehaviour. Build them with the class methods."""
-
-    kind: str
-    status: int = 500
-    retry_after: float | None = None
-    delay: float = 0.0
-    message: str | None = None
-    value: Any = None
-
-    @classmethod
-    def http(cls, status: int, retry_after: float | None = None, message: str | None = None) -> Fault:
-        return cls("status", status=status, retry_after=retry_after, message=message)
-
-    @classmethod
-    def ok(cls) -> Fault:
-        """No fault: a placeholder in a script, for a request that should succeed."""
-        return cls("ok")
-
-    @classmethod
-    def rate_limited(cls, retry_after: float | None = 0.2) -> Fault:
-        return cls("status", status=429, retry_after=retry_after)
-
-    @classmethod
-    def floats(cls) -> Fault:
-        """Answer embeddings as float lists whatever encoding_format asked (as some gateways do)."""
-        return cls("floats")
-
-    @classmethod
-    def slow(cls, delay: float) -> Fault:
-        return cls("slow", delay=delay)
-
-    @classmethod
-    def malformed(cls) -> Fault:
-        return cls("malformed")
-
-    @classmethod
-    def too_few(cls) -> Fault:
-        return cls("too_few")
-
-    @classmethod
-    def wrong_dimension(cls) -> Fault:
-        return cls("wrong_dim")
-
-    @classmethod
-    def echo_key(cls) -> Fault:
-        """A 401 whose error message and headers echo the credentials the request carried."""
-        return cls("echo_key", status=401)
-
-    @classmethod
-    def echo_key_header(cls) -> Fault:
-        """A good answer with a response header that echoes the request's credentials."""
-        return cls("echo_key_header")
-
-    @classmethod
-    def redirect(cls, location: str, status: int = 307) -> Fault:
-        return cls("redirect", status=status, message=location)
-
-    @classmethod
-    def trickle(cls, seconds: float, pieces: int = 20) -> Fault:
-        """A good answer whose body arrives in ``pieces`` over ``seconds``."""
-        return cls("trickle", delay=seconds, value=pieces)
-
-    @classmethod
-    def cut_stream(cls, after: int | None = None) -> Fault:
-        """A stream that ends cleanly after ``after`` deltas (default: all of them), with no
-        finish_reason, no usage and no [DONE]."""
-        return cls("cut_stream", value=after)
-
-    @classmethod
-    def usage(cls, value: Any) -> Fault:
-        """A good answer whose `usage` is ``value`` (``"missing"`` drops the key)."""
-        return cls("usage", value=value)
-
-    @classmethod
-    def zero_vector(cls) -> Fault:
-        return cls("zero_vector")
-
-    @classmethod
-    def scaled(cls, factor: float) -> Fault:
-        """Vectors multiplied by ``factor`` (not unit length)."""
-        return cls("scaled", value=factor)
-
-    @classmethod
-    def slow_stream(cls, delay: float) -> Fault:
-        """A stream that waits ``delay`` seconds between deltas."""
-        return cls("slow_stream", delay=delay)
-
-
 @dataclass
 class RecordedRequest:
     method: str
@@ -160,6 +74,30 @@ class _State:
     in_flight: int = 0
     max_in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _credentials(recorded: RecordedRequest) -> str:
+    """Every header of a request that may carry a credential, as ``name=value`` pairs."""
+    return " ".join(f"{k}={v}" for k, v in recorded.headers.items() if k not in _PLAIN_HEADERS)
+
+
+def _keep_alive(base: dict[str, Any], mode: str | None) -> str:
+    """An SSE comment, or a chunk whose delta holds no text."""
+    if mode == "comment":
+        return ": keep-alive\n\n"
+    choice = {"index": 0, "delta": {"content": ""}, "finish_reason": None}
+    return f"data: {json.dumps({**base, 'object': 'chat.completion.chunk', 'choices': [choice]})}\n\n"
+
+
+def _encoded(body: bytes, encoding: str, headers: dict[str, str]) -> Response:
+    """``body`` compressed with ``encoding`` (gzip, deflate or identity) and labelled so."""
+    if encoding == "gzip":
+        body = gzip.compress(body, compresslevel=9)
+    elif encoding == "deflate":
+        body = zlib.compress(body, 9)
+    if encoding != "identity":
+        headers = {**headers, "content-encoding": encoding}
+    return Response(body, media_type="application/json", headers=headers)
 
 
 def fake_vector(text: str, dims: int) -> np.ndarray:
@@ -290,7 +228,7 @@ class FakeOpenAIServer:
         if fault is None:
             return None
         if fault.kind == "echo_key" and recorded is not None:
-            creds = " ".join(f"{k}={v}" for k, v in recorded.headers.items() if k not in _PLAIN_HEADERS)
+            creds = _credentials(recorded)
             body = {"error": {"message": f"Incorrect API key provided: {creds}", "type": "invalid_api_key"}}
             return JSONResponse(body, status_code=401, headers={"x-echo": creds[:200]})
         if fault.kind == "redirect":
@@ -303,6 +241,9 @@ class FakeOpenAIServer:
             return JSONResponse(body, status_code=fault.status, headers=headers)
         if fault.kind == "malformed":
             return Response("{this is not json", media_type="application/json")
+        if fault.kind == "answer":
+            body = fault.value if isinstance(fault.value, str) else json.dumps(fault.value)
+            return Response(body, media_type=fault.media_type, headers=dict(fault.headers))
         return None
 
     async def _embeddings(self, request: Request) -> Response:
@@ -319,6 +260,8 @@ class FakeOpenAIServer:
             inputs = inputs[:-1]
         as_base64 = body.get("encoding_format") == "base64" and not (fault is not None and fault.kind == "floats")
         data = []
+        if fault is not None and fault.kind == "echo_key_in_vector":
+            as_base64 = False
         for index, text in enumerate(inputs):
             vector = fake_vector(text, dims)
             if fault is not None and fault.kind == "zero_vector" and index == 0:
@@ -326,6 +269,8 @@ class FakeOpenAIServer:
             if fault is not None and fault.kind == "scaled":
                 vector = (vector * float(fault.value)).astype(np.float32)
             encoded: Any = base64.b64encode(vector.tobytes()).decode() if as_base64 else vector.tolist()
+            if fault is not None and fault.kind == "echo_key_in_vector" and index == 0:
+                encoded = [_credentials(recorded)]
             data.append({"object": "embedding", "index": index, "embedding": encoded})
         tokens = sum(len(text.split()) for text in inputs)
         payload: dict[str, Any] = {
@@ -345,7 +290,9 @@ class FakeOpenAIServer:
                 payload["usage"] = fault.value
         headers: dict[str, str] = {}
         if fault is not None and fault.kind == "echo_key_header":
-            headers["x-echo"] = " ".join(v for k, v in recorded.headers.items() if k not in _PLAIN_HEADERS)
+            headers["x-echo"] = _credentials(recorded)
+        if fault is not None and fault.kind == "encoded":
+            return _encoded(json.dumps(payload).encode() + b" " * int(fault.value), str(fault.message), headers)
         if fault is not None and fault.kind == "trickle":
             raw = json.dumps(payload).encode()
             pieces = int(fault.value)
@@ -356,7 +303,7 @@ class FakeOpenAIServer:
                     await asyncio.sleep(fault.delay / pieces)
                     yield raw[start : start + size]
 
-            return StreamingResponse(slowly(), media_type="application/json", headers=headers)
+            return StreamingResponse(slowly(), media_type=fault.media_type, headers=headers)
         return JSONResponse(payload, headers=headers)
 
     async def _chat(self, request: Request) -> Response:
@@ -387,12 +334,21 @@ class FakeOpenAIServer:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
         async def events() -> Any:
+            if fault is not None and fault.kind == "events":
+                for event in fault.value:
+                    yield f"data: {event if isinstance(event, str) else json.dumps(event)}\n\n"
+                yield "data: [DONE]\n\n"
+                return
             words = reply.split(" ")
             if fault is not None and fault.kind == "cut_stream" and fault.value is not None:
                 words = words[: int(fault.value)]
             for i, word in enumerate(words):
                 if fault is not None and fault.kind == "slow_stream":
                     await asyncio.sleep(fault.delay)
+                if fault is not None and fault.kind == "stall_stream" and i == fault.value[0]:
+                    for _ in range(fault.value[1]):
+                        await asyncio.sleep(fault.delay)
+                        yield _keep_alive(base, fault.message)
                 delta = {"content": word if i == 0 else f" {word}"}
                 choice = {"index": 0, "delta": delta, "finish_reason": None}
                 yield f"data: {json.dumps({**base, 'object': 'chat.completion.chunk', 'choices': [choice]})}\n\n"

@@ -162,7 +162,7 @@ async def test_timeout_is_retried_then_typed(fake: FakeOpenAIServer) -> None:
 
 async def test_connection_refused_is_unavailable() -> None:
     text = (
-        "providers:\n  oa: {type: openai, api_key: sk-x, base_url: 'http://127.0.0.1:9/v1', max_retries: 0,"
+        "providers:\n  oa: {type: openai, api_key: sk-x-test-key, base_url: 'http://127.0.0.1:9/v1', max_retries: 0,"
         " models: [{name: text-embedding-3-small}]}"
     )
     async with PulseAI.from_yaml(text) as ai:
@@ -327,12 +327,12 @@ async def test_gateway_default_bearer_and_no_auth(fake: FakeOpenAIServer) -> Non
     )
     text = f"""
 providers:
-  bearer: {{type: custom_gateway, base_url: "{fake.base_url}", api_key: tok-1, models: {model}}}
+  bearer: {{type: custom_gateway, base_url: "{fake.base_url}", api_key: tok-test-1, models: {model}}}
   open: {{type: custom_gateway, base_url: "{fake.base_url}", models: {model}}}
 """
     async with PulseAI.from_yaml(text) as ai:
         await ai.generate("a", model="bearer/local-llm")
         await ai.generate("b", model="open/local-llm")
     with_key, without = fake.requests
-    assert with_key.headers["authorization"] == "Bearer tok-1"
+    assert with_key.headers["authorization"] == "Bearer tok-test-1"
     assert "authorization" not in without.headers

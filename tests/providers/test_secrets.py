@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import traceback
 
@@ -150,3 +151,42 @@ async def test_debug_logs_of_the_http_stack_hold_no_secret(
     logged = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
     assert "x-echo" in logged, "the HTTP stack did not log response headers: this test proves nothing"
     assert_clean(logged, PLAIN_KEY, HEADER_SECRET)
+
+
+# Keys that repr(), JSON and bytes reprs escape: redaction must find them escaped too.
+ESCAPING_KEYS = [r"Zq\Xw\Secret9876543210", "Zq'Xw\"Secret9876543211"]
+
+
+def escaping_yaml(server: FakeOpenAIServer, kind: str, key: str) -> str:
+    quoted = json.dumps(key)  # a JSON string is a YAML double-quoted scalar
+    if kind == "openai":
+        provider = f"type: openai, api_key: {quoted}"
+    else:
+        header = json.dumps(key.replace("Secret", "Header"))
+        provider = f"type: custom_gateway, api_key: {quoted}, auth_header: X-Api-Key, headers: {{X-Team: {header}}}"
+    return (
+        f"providers:\n  gw: {{{provider}, base_url: '{server.base_url}', max_retries: 0,"
+        " models: [{name: text-embedding-3-small}]}\n"
+    )
+
+
+@pytest.mark.parametrize("key", ESCAPING_KEYS, ids=["backslash", "quotes"])
+@pytest.mark.parametrize("kind", ["openai", "gateway"])
+async def test_keys_that_need_escaping_are_redacted_wherever_they_are_echoed(
+    fake: FakeOpenAIServer, caplog: pytest.LogCaptureFixture, kind: str, key: str
+) -> None:
+    fake.script(Fault.echo_key_header(), Fault.echo_key_in_vector(), Fault.echo_key())
+    texts = []
+    with caplog.at_level(logging.DEBUG):
+        async with PulseAI.from_yaml(escaping_yaml(fake, kind, key)) as ai:
+            await ai.embed(["hello"], model="gw/text-embedding-3-small")  # a response header echoes it
+            for _ in range(2):  # inside the embedding values, then in a 401's body
+                with pytest.raises(PulseAIError) as info:
+                    await ai.embed(["again"], model="gw/text-embedding-3-small")
+                texts.append(renderings(info.value))
+    texts.append("\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records))
+    assert "x-echo" in texts[-1], "the HTTP stack did not log response headers: this test proves nothing"
+    tail = key[-10:]
+    for text in texts:
+        assert tail not in text
+        assert key.replace("Secret", "Header")[-10:] not in text

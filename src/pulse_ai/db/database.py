@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, c
 from pulse_ai.config import DatabaseConfig, PulseConfig
 from pulse_ai.db.models import Base
 from pulse_ai.errors import ConfigError, DatabaseError
+from pulse_ai.redaction import register_secrets
 
 __all__ = ["DEFAULT_URL", "MIGRATIONS_DIR", "Database", "database_errors", "load", "normalize_url"]
 
@@ -59,6 +60,12 @@ def normalize_url(url: str | URL | None) -> URL:
         parsed = make_url(url or DEFAULT_URL)
     except ArgumentError:
         raise ConfigError("database.url is not a database URL") from None
+    except ValueError:  # the port is not a number (the message would quote the URL, password included)
+        raise ConfigError(
+            "database.url: the port is not a number from 0 to 65535 (postgresql://user:password@host:5432/database)"
+        ) from None
+    if parsed.password is not None:
+        register_secrets([str(parsed.password)])
     driver = _ASYNC_DRIVERS.get(parsed.drivername)
     if driver is None:
         raise ConfigError(

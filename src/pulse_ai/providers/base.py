@@ -28,6 +28,7 @@ from pulse_ai.types import (
     GenerationResult,
     Message,
     Vectors,
+    check_params,
     normalise_messages,
     validate_texts,
 )
@@ -246,8 +247,9 @@ class GenerationProvider(Provider):
         params: GenerationParams | None = None,
     ) -> GenerationResult:
         checked = self._check(messages, model)
+        checked_params = check_params(params)
         async with self.slots:
-            return await self.complete(checked, params or GenerationParams(), model)
+            return await self.complete(checked, checked_params, model)
 
     def stream(
         self,
@@ -257,7 +259,7 @@ class GenerationProvider(Provider):
     ) -> GenerationStream:
         """A stream that holds one concurrency slot from its first read until it ends or is closed."""
         checked = self._check(messages, model)
-        params = params or GenerationParams()
+        params = check_params(params)
         started = time.perf_counter()
         sent = False
 

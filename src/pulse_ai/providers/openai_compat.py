@@ -4,37 +4,39 @@ The official SDK makes the requests and retries them: exponential backoff with j
 ``Retry-After`` on 429, and retrying 408/409/429/5xx, timeouts and connection errors, never
 400/401/403/404. ``max_retries`` and ``timeout`` come from the configuration. ``timeout`` is a
 deadline for each HTTP request, body included (a server that trickles its answer is cut off at
-``timeout`` and retried); a streamed answer gets it until its headers arrive, and then as the most
-it may stay silent between two chunks. Redirects are never followed, so credentials never go to
-another address. SDK errors are translated here, at the boundary, into ``pulse_ai.errors``, and are
-not chained (the SDK's exception holds the response body, which may echo a key).
+``timeout`` and retried). A streamed answer gets it until its headers arrive; then the stream loop
+here waits at most ``timeout`` for the first text delta and at most ``timeout`` between two text
+deltas (SSE keep-alive comments and chunks without text do not count as progress), so a stream
+that never says anything is a ``ProviderTimeoutError`` (a fallback, before the first chunk).
+Redirects are never followed, so credentials never go to another address. Every read of an answer
+or a chunk happens inside the translated call: SDK errors and answers of the wrong shape become
+``pulse_ai.errors`` here, at the boundary, and are not chained (the SDK's exception holds the
+response body, which may echo a key).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any, TypeVar
 
-import numpy as np
-import numpy.typing as npt
 import openai
 
 from pulse_ai.accounting import Usage
 from pulse_ai.catalog import Capability, ModelSpec
-from pulse_ai.errors import MalformedResponseError, ProviderError
+from pulse_ai.errors import MalformedResponseError, ProviderError, ProviderTimeoutError
 from pulse_ai.providers.base import BatchEmbedding, EmbeddingProvider, GenerationProvider
-from pulse_ai.providers.http import http_client, translate_error
+from pulse_ai.providers.http import http_client, streaming_request
+from pulse_ai.providers.sdk_errors import SDK_FAILURES, translate_error
+from pulse_ai.providers.wire import Malformed, StreamReader, read_completion, read_usage, read_vectors
 from pulse_ai.tokens import estimate_tokens
 from pulse_ai.types import GenerationParams, GenerationResult, Message
 
 __all__ = ["OpenAICompatibleProvider", "read_usage", "translate_error"]
 
 T = TypeVar("T")
-# Everything the SDK (or our parsing of its answer) raises for a call that did not work.
-_SDK_FAILURES = (openai.OpenAIError, ValueError, TypeError, AttributeError, KeyError, IndexError)
 
 
 class OpenAICompatibleProvider(EmbeddingProvider, GenerationProvider):
@@ -76,7 +78,9 @@ class OpenAICompatibleProvider(EmbeddingProvider, GenerationProvider):
             return await call()
         except ProviderError:
             raise
-        except _SDK_FAILURES as exc:
+        except Malformed as exc:
+            error: ProviderError = MalformedResponseError(str(exc), provider=self.name, model=model.name)
+        except SDK_FAILURES as exc:
             error = translate_error(exc, provider=self.name, model=model.name, secrets=self.secrets())
         raise error  # outside the except block: nothing of the SDK's exception is chained
 
@@ -93,12 +97,7 @@ class OpenAICompatibleProvider(EmbeddingProvider, GenerationProvider):
 
         async def call() -> BatchEmbedding:
             response = await self.client.embeddings.create(**request)
-            items = sorted(response.data, key=lambda item: item.index)
-            if [item.index for item in items] != list(range(len(items))):
-                raise MalformedResponseError(
-                    "the answer's indices are not 0..n-1", provider=self.name, model=model.name
-                )
-            vectors = np.array([_decode_vector(item.embedding) for item in items], dtype=np.float32)
+            vectors = read_vectors(response, len(texts), model.dimensions)
             tokens, _, estimated = read_usage(
                 getattr(response, "usage", None), lambda: sum(estimate_tokens(t) for t in texts), lambda: 0
             )
@@ -114,18 +113,18 @@ class OpenAICompatibleProvider(EmbeddingProvider, GenerationProvider):
                 extra_headers=self.request_headers(),
                 **params.model_dump(exclude_none=True),
             )
-            choice = response.choices[0]
-            text = choice.message.content or ""
-            if not isinstance(text, str):
-                raise TypeError("the message content is not text")
+            text, finish_reason = read_completion(response)
             input_tokens, output_tokens, estimated = read_usage(
-                response.usage, lambda: sum(estimate_tokens(m.content) for m in messages), lambda: estimate_tokens(text)
+                getattr(response, "usage", None),
+                lambda: sum(estimate_tokens(m.content) for m in messages),
+                lambda: estimate_tokens(text),
+                params.max_tokens or model.max_output_tokens,
             )
             return GenerationResult(
                 text=text,
                 model=model.ref,
                 usage=Usage(input_tokens, output_tokens, 1, model.cost_usd(input_tokens, output_tokens), estimated),
-                finish_reason=choice.finish_reason,
+                finish_reason=finish_reason,
             )
 
         return await self._call(model, call)
@@ -141,82 +140,66 @@ class OpenAICompatibleProvider(EmbeddingProvider, GenerationProvider):
             "extra_headers": self.request_headers(),
             **params.model_dump(exclude_none=True),
         }
-        stream: Any = await self._call(model, lambda: self.client.chat.completions.create(**request))
+        with streaming_request():  # the transport's deadline covers the headers only
+            stream: Any = await self._call(model, lambda: self.client.chat.completions.create(**request))
+        reader = StreamReader()
         parts: list[str] = []
-        finish_reason: str | None = None
-        usage: object = None
+        silence = self.config.timeout
+        loop = asyncio.get_running_loop()
         try:
+            deadline = loop.time() + silence
             while True:
-                chunk = await self._call(model, lambda: _next_chunk(stream))
-                if chunk is None:
+                text = await self._call(model, partial(self._next_text, model, stream, reader, deadline, bool(parts)))
+                if text is None:
                     break
-                if getattr(chunk, "usage", None) is not None:
-                    usage = chunk.usage
-                for choice in chunk.choices or ():
-                    finish_reason = choice.finish_reason or finish_reason
-                    content = choice.delta.content if choice.delta is not None else None
-                    if content:
-                        parts.append(content)
-                        yield content
+                if text:
+                    deadline = loop.time() + silence
+                    parts.append(text)
+                    yield text
         finally:
             await stream.close()  # early exit or error: the HTTP stream goes at once
-        if finish_reason is None:
+        if reader.finish_reason is None:
             raise MalformedResponseError(
                 "the stream ended without a finish reason: the answer was cut off", provider=self.name, model=model.name
             )
         text = "".join(parts)
         input_tokens, output_tokens, estimated = read_usage(
-            usage,
+            reader.usage,
             lambda: sum(estimate_tokens(m.content) for m in messages),
             lambda: estimate_tokens(text) if text else 0,
+            params.max_tokens or model.max_output_tokens,
         )
         yield GenerationResult(
             text=text,
             model=model.ref,
             usage=Usage(input_tokens, output_tokens, 1, model.cost_usd(input_tokens, output_tokens), estimated),
-            finish_reason=finish_reason,
+            finish_reason=reader.finish_reason,
         )
+
+    async def _next_text(
+        self, model: ModelSpec, stream: Any, reader: StreamReader, deadline: float, started: bool
+    ) -> str | None:
+        """The text of the next chunk ('' for a chunk without text), or None at the end of the stream.
+        Only text counts as progress: keep-alives and empty deltas do not move ``deadline``."""
+        timed_out = False
+        try:
+            async with asyncio.timeout_at(deadline):
+                chunk = await anext(stream)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            timed_out = True
+        if timed_out:
+            silence = self.config.timeout
+            if started:
+                message = f"the stream sent no text for {silence:g} s (keep-alives and empty deltas do not count)"
+            else:
+                message = f"no first text within {silence:g} s of the answer's headers (keep-alives do not count)"
+            raise ProviderTimeoutError(message, provider=self.name, model=model.name)
+        return reader.read(chunk)
 
     async def health_check(self, model: ModelSpec) -> None:
         if model.supports(Capability.EMBEDDING):
             await self.embed(["ping"], model)
             return
         await self._call(model, lambda: self.client.models.list(extra_headers=self.request_headers()))
-
-
-async def _next_chunk(stream: Any) -> Any:
-    try:
-        return await anext(stream)
-    except StopAsyncIteration:
-        return None
-
-
-def read_usage(
-    usage: object, estimate_input: Callable[[], int], estimate_output: Callable[[], int]
-) -> tuple[int, int, bool]:
-    """The one rule for a provider's token counts: use them when they are non-negative integers;
-    when the answer has none (missing, null, a string, null counts), estimate them and say so. The
-    answer itself is still good: its vectors or text are kept, and the ledger flags the row."""
-    input_tokens = _count(getattr(usage, "prompt_tokens", None))
-    output_tokens = _count(getattr(usage, "completion_tokens", None))
-    estimated = False
-    if input_tokens is None:
-        input_tokens, estimated = estimate_input(), True
-    if output_tokens is None:
-        output = estimate_output()
-        output_tokens, estimated = output, estimated or output > 0
-    return input_tokens, output_tokens, estimated
-
-
-def _count(value: object) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return None
-
-
-def _decode_vector(embedding: str | list[float]) -> npt.NDArray[np.float32]:
-    """Little-endian float32 in base64, as OpenAI sends it; a float list from gateways that ignore
-    ``encoding_format``."""
-    if isinstance(embedding, str):
-        return np.frombuffer(base64.b64decode(embedding, validate=True), dtype="<f4")
-    return np.asarray(embedding, dtype=np.float32)
