@@ -22,6 +22,7 @@ from pulse_ai.vectors.base import (
     CollectionInfo,
     Found,
     MetadataUpdate,
+    PurgeLeftovers,
     PurgeReport,
     QueryOptions,
     SearchHit,
@@ -51,7 +52,7 @@ from pulse_ai.vectors.scope import (
     validate_record_id,
 )
 
-__all__ = ["SHARED_PREFIX", "VectorStore"]
+__all__ = ["SHARED_PREFIX", "VectorStore", "query_options"]
 
 SHARED_PREFIX = "shared__"
 
@@ -64,11 +65,27 @@ class VectorStore(VectorBackend):
         self._known: dict[str, CollectionInfo] = {}
         self._names: set[str] | None = None
         self._names_at = 0.0
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _closed_error(self) -> VectorStoreError:
+        return VectorStoreError(
+            "the vector store is closed (its PulseAI was closed: open a new one and take a new indexer from it)"
+        )
+
+    def ensure_open(self) -> None:
+        """A ``VectorStoreError`` ("the vector store is closed") when it was closed."""
+        if self._closed:
+            raise self._closed_error()
 
     # ---- writes ----------------------------------------------------------------------------
     async def upsert(self, tenant: str, table: str, space: VectorSpace, points: Sequence[VectorPoint]) -> int:
         """Write points; re-writing a record replaces its point. Everything is checked before the
         first write: names, ids (unique in the batch), metadata, the vectors' dimension and values."""
+        self.ensure_open()
         tenant, table = validate_name(tenant, "tenant"), validate_name(table, "table")
         if not points:
             return 0
@@ -114,6 +131,7 @@ class VectorStore(VectorBackend):
     ) -> int:
         """Replace records' metadata and hashes without touching their vectors; one request per
         batch, not per record. Returns how many records were updated."""
+        self.ensure_open()
         tenant, table = validate_name(tenant, "tenant"), validate_name(table, "table")
         if not points:
             return 0
@@ -145,6 +163,7 @@ class VectorStore(VectorBackend):
 
         ``record_ids`` is a list (or other collection) of ids; a single string is refused, never
         read as a sequence of one-letter ids."""
+        self.ensure_open()
         tenant, table = validate_name(tenant, "tenant"), validate_name(table, "table")
         if isinstance(record_ids, (str, bytes)) or not isinstance(record_ids, (Sequence, Set)):
             raise InputError(
@@ -168,6 +187,7 @@ class VectorStore(VectorBackend):
 
         Everything is attempted; if anything could not be removed, ``PurgeIncompleteError`` says what
         (with what was removed), so a purge never looks complete when it is not."""
+        self.ensure_open()
         tenant = validate_name(tenant, "tenant")
         dropped: list[str] = []
         deleted: dict[str, int] = {}
@@ -190,13 +210,17 @@ class VectorStore(VectorBackend):
                         deleted[name] = held - left
             except VectorStoreError as error:
                 failures.append(f"{name}: {error}")
+        leftovers = PurgeLeftovers()
         try:
-            dropped.extend(await self._remove_leftovers(tenant_collection_prefix(tenant)))
+            leftovers = await self._purge_leftovers(tenant)
         except VectorStoreError as error:
             failures.append(str(error))
-        report = PurgeReport(tenant, tuple(dropped), deleted)
+        dropped.extend(leftovers.dropped)
+        deleted.update(leftovers.deleted_points)
+        failures.extend(leftovers.failures)
+        report = PurgeReport(tenant, tuple(dropped), deleted, tuple(leftovers.removed))
         if failures:
-            raise PurgeIncompleteError(tenant, failures, removed=[*dropped, *deleted])
+            raise PurgeIncompleteError(tenant, failures, removed=[*dropped, *deleted, *leftovers.removed])
         return report
 
     # ---- reads -----------------------------------------------------------------------------
@@ -213,8 +237,9 @@ class VectorStore(VectorBackend):
         hnsw_ef: int | None = None,
         exact: bool = False,
     ) -> list[SearchHit]:
+        self.ensure_open()
         tenant, table = validate_name(tenant, "tenant"), validate_name(table, "table")
-        options = _query_options(limit, score_threshold, hnsw_ef, exact)
+        options = query_options(limit, score_threshold, hnsw_ef, exact)
         (query,) = self._check_vectors([vector], space).tolist()
         scope = scope_filter(tenant, table, metadata_filter(where))
         name = await self._collection(tenant, table, space, create=False)
@@ -233,6 +258,7 @@ class VectorStore(VectorBackend):
         ]
 
     async def count(self, tenant: str, table: str, space: VectorSpace) -> int:
+        self.ensure_open()
         tenant, table = validate_name(tenant, "tenant"), validate_name(table, "table")
         name = await self._collection(tenant, table, space, create=False)
         return 0 if name is None else await self._count(name, scope_filter(tenant, table))
@@ -241,6 +267,7 @@ class VectorStore(VectorBackend):
         self, tenant: str, table: str, space: VectorSpace, record_ids: Sequence[str]
     ) -> dict[str, StoredState]:
         """The content and metadata hashes the store holds for those of ``record_ids`` it has."""
+        self.ensure_open()
         tenant, table = validate_name(tenant, "tenant"), validate_name(table, "table")
         if isinstance(record_ids, (str, bytes)):
             raise InputError("record_ids must be a list of record ids, not a single string")
@@ -259,6 +286,7 @@ class VectorStore(VectorBackend):
 
     async def spaces(self, tenant: str, table: str) -> list[str]:
         """The vector spaces this tenant's table has points in."""
+        self.ensure_open()
         tenant, table = validate_name(tenant, "tenant"), validate_name(table, "table")
         held = []
         for name in sorted(await self._collection_names()):
@@ -334,6 +362,9 @@ class VectorStore(VectorBackend):
         if not np.isfinite(array).all():
             bad = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
             raise InputError(f"vector {bad} holds NaN or infinite values", index=bad)
+        if not array.any(axis=1).all():  # cosine similarity with a zero vector means nothing
+            bad = int(np.flatnonzero(~array.any(axis=1))[0])
+            raise InputError(f"vector {bad} is all zeros: it has no direction to compare by", index=bad)
         return array
 
     @staticmethod
@@ -345,7 +376,7 @@ class VectorStore(VectorBackend):
                 )
 
 
-def _query_options(limit: object, score_threshold: object, hnsw_ef: object, exact: object) -> QueryOptions:
+def query_options(limit: object, score_threshold: object, hnsw_ef: object, exact: object) -> QueryOptions:
     """Search options, checked the same way for every backend before any call."""
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10_000:
         raise InputError("limit must be an integer from 1 to 10000")
@@ -353,7 +384,10 @@ def _query_options(limit: object, score_threshold: object, hnsw_ef: object, exac
     if score_threshold is not None:
         if not isinstance(score_threshold, (int, float)) or isinstance(score_threshold, bool):
             raise InputError(f"score_threshold must be a number, not {type(score_threshold).__name__}")
-        threshold = float(score_threshold)
+        try:
+            threshold = float(score_threshold)
+        except OverflowError:  # an int too large for a float (10**400)
+            threshold = math.inf
         if not math.isfinite(threshold):
             raise InputError("score_threshold must be a finite number (not NaN or infinite)")
     if hnsw_ef is not None and (
