@@ -148,8 +148,8 @@ def validate_name(value: object, what: str) -> str:
     return value
 
 
-def validate_record_id(value: object, index: int | None = None) -> str:
-    where = f"records[{index}]" if index is not None else "record_id"
+def validate_record_id(value: object, index: int | None = None, field: str = "records") -> str:
+    where = f"{field}[{index}]" if index is not None else "record_id"
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):

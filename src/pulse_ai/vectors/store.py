@@ -169,7 +169,7 @@ class VectorStore(VectorBackend):
             raise InputError(
                 f"record_ids must be a list of record ids, not {type(record_ids).__name__} (for one id: [id])"
             )
-        ids = [validate_record_id(r, i) for i, r in enumerate(record_ids)]
+        ids = [validate_record_id(r, i, "record_ids") for i, r in enumerate(record_ids)]
         name = await self._collection(tenant, table, space, create=False)
         if name is None or not ids:
             return 0
@@ -271,7 +271,7 @@ class VectorStore(VectorBackend):
         tenant, table = validate_name(tenant, "tenant"), validate_name(table, "table")
         if isinstance(record_ids, (str, bytes)):
             raise InputError("record_ids must be a list of record ids, not a single string")
-        ids = [validate_record_id(r, i) for i, r in enumerate(record_ids)]
+        ids = [validate_record_id(r, i, "record_ids") for i, r in enumerate(record_ids)]
         name = await self._collection(tenant, table, space, create=False)
         if name is None or not ids:
             return {}
