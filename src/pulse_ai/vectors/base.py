@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from pulse_ai.vectors.scope import All, Layout
+from pulse_ai.vectors.scope import All, Layout, QueryOptions
 
 __all__ = [
     "CollectionInfo",
@@ -104,14 +104,6 @@ class CollectionInfo:
 
     def as_dict(self) -> dict[str, Any]:
         return {"vector_space": self.vector_space, "dimensions": self.dimensions, "layout": self.layout}
-
-
-@dataclass(frozen=True)
-class QueryOptions:
-    limit: int
-    score_threshold: float | None = None
-    hnsw_ef: int | None = None
-    exact: bool = False
 
 
 class StoredPoint(NamedTuple):

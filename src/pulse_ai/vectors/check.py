@@ -13,14 +13,13 @@ from pathlib import Path
 
 from pulse_ai.errors import VectorStoreError
 from pulse_ai.vectors import disk
-from pulse_ai.vectors.collection import Collection, count_unlisted, holds_no_files, load_shard
+from pulse_ai.vectors.collection import ASIDE, Collection, count_unlisted, holds_no_files, load_shard
 from pulse_ai.vectors.scope import parse_collection_name
 
 __all__ = ["CollectionCheck", "check_store"]
 
 #: Directories a filesystem or an operator keeps at the top of a store's directory: not ours.
 IGNORED = frozenset({"lost+found"})
-_ASIDE = ".incomplete-"
 _LABELS = {"ok": "ok", "pending": "pending", "damaged": "DAMAGED", "aside": "ASIDE", "stray": "STRAY"}
 
 
@@ -57,7 +56,7 @@ def _rebuild_hint(name: str, directory: Path) -> str:
 
 def _without_manifest(directory: Path) -> CollectionCheck:
     name = directory.name
-    base, aside, _ = name.partition(_ASIDE)
+    base, aside, _ = name.partition(ASIDE)
     if parse_collection_name(base) is None:
         return CollectionCheck(name, "stray", f"not a collection of this store; move it out of {directory.parent}")
     if aside:

@@ -15,19 +15,27 @@ import qdrant_edge as edge
 
 from pulse_ai.errors import VectorStoreError
 from pulse_ai.vectors import disk
-from pulse_ai.vectors.scope import RECORD_KEY, TABLE_KEY, TENANT_KEY
+from pulse_ai.vectors.base import PurgeLeftovers
+from pulse_ai.vectors.scope import RECORD_KEY, SHARED_PREFIX, TABLE_KEY, TENANT_KEY, tenant_collection_prefix
 
 __all__ = [
+    "ASIDE",
+    "DROPPING",
     "Collection",
     "build_config",
     "count_unlisted",
     "create_shard",
     "holds_no_files",
     "load_shard",
+    "purge_leftovers",
     "purge_unlisted",
 ]
 
 T = TypeVar("T")
+#: A dropped collection's directory is renamed ``{DROPPING}{name}-{random}`` before it is removed.
+DROPPING = ".dropping-"
+#: Where create_shard moves a directory the engine cannot open: ``{name}{ASIDE}{time}``.
+ASIDE = ".incomplete-"
 REBUILD_HINT = "re-index its records from the source (`pulse-ai vectors check` lists what to rebuild)"
 
 
@@ -133,7 +141,7 @@ def create_shard(name: str, directory: Path, config: Any, manifest: disk.Manifes
         try:
             shard = guarded(name, directory, lambda: edge.EdgeShard.load(str(directory)))
         except VectorStoreError:
-            aside = directory.with_name(f"{name}.incomplete-{time.strftime('%Y%m%dT%H%M%S')}")
+            aside = directory.with_name(f"{name}{ASIDE}{time.strftime('%Y%m%dT%H%M%S')}")
             directory.rename(aside)
         else:
             points = guarded(name, directory, lambda: shard.info().points_count)
@@ -213,3 +221,29 @@ def purge_unlisted(directory: Path, tenant: str) -> int:
         return held
     finally:
         guarded(name, directory, shard.close)
+
+
+def purge_leftovers(path: Path, tenant: str) -> PurgeLeftovers:
+    """Remove ``tenant``'s data that lies outside complete collections in the store at ``path``:
+    what an earlier drop left, its collection directories without a manifest (an interrupted
+    create, a collection moved aside), and its points in shared ones without a manifest. The
+    caller holds the store's state lock, so that no create is half-way meanwhile."""
+    prefix, found = tenant_collection_prefix(tenant), PurgeLeftovers()
+    for entry in sorted(path.iterdir()):
+        name = entry.name
+        try:
+            if name.startswith(f"{DROPPING}{prefix}"):
+                disk.remove_tree(entry)
+                found.dropped.append(name.removeprefix(DROPPING))
+            elif not entry.is_dir() or (entry / disk.MANIFEST).exists():
+                continue
+            elif name.startswith(prefix):  # the tenant's own: removed whole
+                disk.remove_tree(entry)
+                found.removed.append(name)
+            elif name.startswith(SHARED_PREFIX) and not holds_no_files(entry):
+                deleted = purge_unlisted(entry, tenant)  # other tenants' points too: only the tenant's go
+                if deleted:
+                    found.deleted_points[name] = deleted
+        except (VectorStoreError, OSError) as error:
+            found.failures.append(f"{name}: {error}")
+    return found

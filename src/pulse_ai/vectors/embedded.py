@@ -36,14 +36,15 @@ from pulse_ai.vectors import disk
 from pulse_ai.vectors.base import CollectionInfo, Found, PurgeLeftovers, QueryOptions, StoredPoint
 from pulse_ai.vectors.builds import IndexBuilder
 from pulse_ai.vectors.collection import (
+    DROPPING,
     Collection,
     build_config,
     create_shard,
     load_shard,
-    purge_unlisted,
+    purge_leftovers,
 )
-from pulse_ai.vectors.scope import All, Layout, Match, MatchAnyOf, tenant_collection_prefix
-from pulse_ai.vectors.store import SHARED_PREFIX, VectorStore
+from pulse_ai.vectors.scope import All, Layout, Match, MatchAnyOf
+from pulse_ai.vectors.store import VectorStore
 
 __all__ = ["EmbeddedVectorStore"]
 
@@ -51,9 +52,7 @@ T = TypeVar("T")
 #: Free space kept in reserve before any write: the engine grows its files 32 MiB at a time.
 MIN_FREE_BYTES = 96 * 2**20
 _PAYLOAD_ESTIMATE = 1024  # bytes a point's payload may take, WAL and storage together
-_DROPPING = ".dropping-"
-#: Where create_shard moves a directory the engine cannot open (``{name}{_ASIDE}{time}``).
-_ASIDE = ".incomplete-"
+_DROPPING = DROPPING
 
 
 class EmbeddedVectorStore(VectorStore):
@@ -321,27 +320,8 @@ class EmbeddedVectorStore(VectorStore):
         return await self._thread(lambda: self._leftovers(tenant))
 
     def _leftovers(self, tenant: str) -> PurgeLeftovers:
-        """The tenant's data outside listed collections (under the state lock: no create is half-way)."""
-        prefix, found = tenant_collection_prefix(tenant), PurgeLeftovers()
-        with self._state:
-            for entry in sorted(self.path.iterdir()):
-                name = entry.name
-                try:
-                    if name.startswith(f"{_DROPPING}{prefix}"):
-                        disk.remove_tree(entry)
-                        found.dropped.append(name.removeprefix(_DROPPING))
-                    elif not entry.is_dir() or (entry / disk.MANIFEST).exists():
-                        continue
-                    elif name.startswith(prefix):  # interrupted create, or moved aside: the tenant's only
-                        disk.remove_tree(entry)
-                        found.removed.append(name)
-                    elif name.startswith(SHARED_PREFIX):  # other tenants' points too: only the tenant's go
-                        deleted = purge_unlisted(entry, tenant)
-                        if deleted:
-                            found.deleted_points[name] = deleted
-                except (VectorStoreError, OSError) as error:
-                    found.failures.append(f"{name}: {error}")
-        return found
+        with self._state:  # no create is half-way meanwhile
+            return purge_leftovers(self.path, tenant)
 
     async def close(self) -> None:
         """Flush and close every shard, record each one's files and points, and release the lock.

@@ -25,10 +25,11 @@ from pulse_ai.vectors.scope import (
     content_hash,
     metadata_filter,
     metadata_hash,
+    query_options,
     validate_name,
     validate_record_id,
 )
-from pulse_ai.vectors.store import VectorStore, query_options
+from pulse_ai.vectors.store import VectorStore
 
 __all__ = ["Embedder", "IndexReport", "Indexer", "Record", "RecordFailure"]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import uuid
 from collections.abc import Mapping
@@ -18,10 +19,12 @@ from typing import Any
 from pulse_ai.errors import InputError
 
 __all__ = [
+    "SHARED_PREFIX",
     "All",
     "Layout",
     "Match",
     "MatchAnyOf",
+    "QueryOptions",
     "VectorSpace",
     "check_int64",
     "check_text",
@@ -31,6 +34,7 @@ __all__ = [
     "metadata_hash",
     "parse_collection_name",
     "point_id",
+    "query_options",
     "tenant_collection_prefix",
     "validate_name",
     "validate_record_id",
@@ -45,7 +49,7 @@ MAX_RECORD_ID_LENGTH = 512
 _TABLE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]|_(?!_))*(?<![_-])")
 _TENANT_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]|_(?!_))*(?<![_-])")
 _METADATA_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
-#: What ``VectorSpace.slug`` makes: readable letters, digits and '-', then '-' and 10 hex digits.
+#: What ``VectorSpace.slug`` makes: letters, digits and '-', ending in 10 hex digits (a hash).
 _SPACE_SLUG = re.compile(r"[A-Za-z0-9-]*[0-9a-f]{10}")
 #: Qdrant keeps integers as signed 64-bit values; anything wider is refused, not wrapped or crashed on.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -56,6 +60,8 @@ MAX_HNSW_EF = 100_000
 # A fixed namespace: point ids must be the same on every machine and every run.
 _POINT_NAMESPACE = uuid.UUID("5b1f5d0e-3c1a-4d0f-9a59-70756c73652d")
 
+#: Every shared-layout collection's name starts with this; no per-tenant one's does.
+SHARED_PREFIX = "shared__"
 TENANT_KEY = "tenant_id"
 TABLE_KEY = "table"
 RECORD_KEY = "record_id"
@@ -92,6 +98,14 @@ class VectorSpace:
         readable = re.sub(r"[^A-Za-z0-9-]+", "-", self.id).strip("-")[:48]
         digest = hashlib.sha256(self.id.encode()).hexdigest()[:10]
         return f"{readable}-{digest}"
+
+
+@dataclass(frozen=True)
+class QueryOptions:
+    limit: int
+    score_threshold: float | None = None
+    hnsw_ef: int | None = None
+    exact: bool = False
 
 
 @dataclass(frozen=True)
@@ -169,7 +183,7 @@ def point_id(tenant: str, table: str, record_id: str) -> str:
 
 def collection_name(layout: Layout, space: VectorSpace, tenant: str, table: str) -> str:
     if layout is Layout.SHARED:
-        return f"shared__{space.slug}"
+        return f"{SHARED_PREFIX}{space.slug}"
     return f"{tenant_collection_prefix(tenant)}{table}__{space.slug}"
 
 
@@ -181,8 +195,8 @@ def tenant_collection_prefix(tenant: str) -> str:
 def parse_collection_name(name: str) -> tuple[str | None, str | None] | None:
     """(tenant, table) of a per-tenant collection name, (None, None) for a shared one, None when
     ``name`` is not a collection name this package makes."""
-    if name.startswith("shared__"):
-        return (None, None) if _SPACE_SLUG.fullmatch(name.removeprefix("shared__")) else None
+    if name.startswith(SHARED_PREFIX):
+        return (None, None) if _SPACE_SLUG.fullmatch(name.removeprefix(SHARED_PREFIX)) else None
     parts = name.removeprefix("client_").split("__") if name.startswith("client_") else []
     if len(parts) != 3 or not _SPACE_SLUG.fullmatch(parts[2]):
         return None
@@ -238,6 +252,29 @@ def metadata_filter(where: Mapping[str, object] | None) -> All | None:
         else:
             raise InputError(f"{what}: match a string, an integer, a boolean or a list of them")
     return All(tuple(conditions)) if conditions else None
+
+
+def query_options(limit: object, score_threshold: object, hnsw_ef: object, exact: object) -> QueryOptions:
+    """Search options, checked the same way for every backend before any call."""
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10_000:
+        raise InputError("limit must be an integer from 1 to 10000")
+    threshold: float | None = None
+    if score_threshold is not None:
+        if not isinstance(score_threshold, (int, float)) or isinstance(score_threshold, bool):
+            raise InputError(f"score_threshold must be a number, not {type(score_threshold).__name__}")
+        try:
+            threshold = float(score_threshold)
+        except OverflowError:  # an int too large for a float (10**400)
+            threshold = math.inf
+        if not math.isfinite(threshold):
+            raise InputError("score_threshold must be a finite number (not NaN or infinite)")
+    if hnsw_ef is not None and (
+        not isinstance(hnsw_ef, int) or isinstance(hnsw_ef, bool) or not 1 <= hnsw_ef <= MAX_HNSW_EF
+    ):
+        raise InputError(f"hnsw_ef must be an integer from 1 to {MAX_HNSW_EF}")
+    if not isinstance(exact, bool):
+        raise InputError(f"exact must be True or False, not {type(exact).__name__}")
+    return QueryOptions(limit, threshold, hnsw_ef, exact)
 
 
 def content_hash(text: str) -> str:

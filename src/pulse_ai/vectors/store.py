@@ -9,7 +9,6 @@ instead of leaking. Everything a caller passes is checked before the first backe
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Mapping, Sequence, Set
 from typing import Any
@@ -24,7 +23,6 @@ from pulse_ai.vectors.base import (
     MetadataUpdate,
     PurgeLeftovers,
     PurgeReport,
-    QueryOptions,
     SearchHit,
     StoredPoint,
     StoredState,
@@ -33,10 +31,10 @@ from pulse_ai.vectors.base import (
 )
 from pulse_ai.vectors.scope import (
     CONTENT_HASH_KEY,
-    MAX_HNSW_EF,
     METADATA_HASH_KEY,
     METADATA_KEY,
     RECORD_KEY,
+    SHARED_PREFIX,
     TABLE_KEY,
     TENANT_KEY,
     All,
@@ -46,15 +44,14 @@ from pulse_ai.vectors.scope import (
     collection_name,
     metadata_filter,
     point_id,
+    query_options,
     scope_filter,
     tenant_collection_prefix,
     validate_name,
     validate_record_id,
 )
 
-__all__ = ["SHARED_PREFIX", "VectorStore", "query_options"]
-
-SHARED_PREFIX = "shared__"
+__all__ = ["SHARED_PREFIX", "VectorStore"]
 
 
 class VectorStore(VectorBackend):
@@ -374,29 +371,6 @@ class VectorStore(VectorBackend):
                 raise TenantIsolationError(
                     "the store returned a point outside the requested tenant and table; the result was refused"
                 )
-
-
-def query_options(limit: object, score_threshold: object, hnsw_ef: object, exact: object) -> QueryOptions:
-    """Search options, checked the same way for every backend before any call."""
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10_000:
-        raise InputError("limit must be an integer from 1 to 10000")
-    threshold: float | None = None
-    if score_threshold is not None:
-        if not isinstance(score_threshold, (int, float)) or isinstance(score_threshold, bool):
-            raise InputError(f"score_threshold must be a number, not {type(score_threshold).__name__}")
-        try:
-            threshold = float(score_threshold)
-        except OverflowError:  # an int too large for a float (10**400)
-            threshold = math.inf
-        if not math.isfinite(threshold):
-            raise InputError("score_threshold must be a finite number (not NaN or infinite)")
-    if hnsw_ef is not None and (
-        not isinstance(hnsw_ef, int) or isinstance(hnsw_ef, bool) or not 1 <= hnsw_ef <= MAX_HNSW_EF
-    ):
-        raise InputError(f"hnsw_ef must be an integer from 1 to {MAX_HNSW_EF}")
-    if not isinstance(exact, bool):
-        raise InputError(f"exact must be True or False, not {type(exact).__name__}")
-    return QueryOptions(limit, threshold, hnsw_ef, exact)
 
 
 def _payload(tenant: str, table: str, record_id: str, point: VectorPoint | MetadataUpdate) -> dict[str, Any]:
