@@ -13,8 +13,8 @@ import pytest
 
 from pulse_ai import InputError
 from pulse_ai.types import EmbeddingResult, Usage
-from pulse_ai.vectors import Indexer, Layout, Record, VectorPoint, VectorStore
-from tests.vectors.conftest import SPACE, make_store, vectors
+from pulse_ai.vectors import Indexer, Record, VectorPoint, VectorStore
+from tests.vectors.conftest import BACKENDS, SPACE, make_store, vectors
 from tests.vectors.test_inputs import forbid_backend_calls
 
 LONE = "\ud800"
@@ -126,9 +126,6 @@ class Recorder:
     async def embed(self, texts: Sequence[str]) -> EmbeddingResult:
         self.calls.append(list(texts))
         return EmbeddingResult(vectors(len(texts), seed=len(self.calls)), "recorder", SPACE.id, Usage())
-
-
-BACKENDS = [("embedded", Layout.PER_TENANT_TABLE), ("embedded", Layout.SHARED), ("qdrant", Layout.SHARED)]
 
 
 @pytest.fixture(params=BACKENDS, ids=[f"{b}-{layout.value}" for b, layout in BACKENDS])
