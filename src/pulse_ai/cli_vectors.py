@@ -19,8 +19,9 @@ def check(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="A YAML configuration.")] = None,
     path: Annotated[Path | None, typer.Option(help="An embedded store's directory (instead of --config).")] = None,
 ) -> None:
-    """Open every collection of the embedded store and say which are damaged and how to rebuild them;
-    exit 1 when any is. The store must not be in use (it has one owner at a time)."""
+    """Open every collection of the embedded store and say, one line each, which are damaged and
+    how to rebuild them; exit 1 when any directory needs an operator. The store must not be in use
+    (it has one owner at a time)."""
     try:
         if path is None:
             settings = load_config(config).config.vector_store if config else None
@@ -32,12 +33,14 @@ def check(
     except PulseAIError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(code=1) from None
-    damaged = [result for result in results if not result.ok]
+    problems = [result for result in results if not result.ok]
     for result in results:
-        typer.echo(f"{'ok' if result.ok else 'DAMAGED':<8} {result.name}  {result.detail}")
-    if damaged:
+        typer.echo(f"{result.label:<8} {result.name}  {result.detail}")
+    to_rebuild = [result for result in problems if result.rebuild]
+    if to_rebuild:
         typer.echo("\nto rebuild a damaged collection:", err=True)
-        for result in damaged:
+        for result in to_rebuild:
             typer.echo(f"  {result.rebuild}", err=True)
+    if problems:
         raise typer.Exit(code=1)
     typer.echo(f"{len(results)} collections, none damaged")

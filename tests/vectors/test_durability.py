@@ -112,7 +112,7 @@ async def test_bulk_ingestion_builds_the_index_once_after_the_writes(tmp_path: P
     batch = [VectorPoint(f"r{i}", vector, "h") for i, vector in enumerate(array)]
     await store.upsert("acme", "issues", SPACE, batch)  # five write batches, each past optimize_after
     (collection,) = store._collections.values()
-    assert collection.builds == 0 and collection.builder is not None  # scheduled, not run per batch
+    assert collection.builds == 0 and collection.scheduled is not None  # scheduled, not run per batch
     await store.idle()
     assert collection.builds == 1
     assert await store.count("acme", "issues", SPACE) == len(batch)

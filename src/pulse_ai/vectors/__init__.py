@@ -37,31 +37,40 @@ __all__ = [
 # One embedded store object per directory in this process, shared by every opener (each close
 # releases one use; the last closes it). A second *object* on a directory would fail on its lock.
 _shared: dict[Path, EmbeddedVectorStore] = {}
+# Stores being closed by their last user: a new opener of the path waits for that close to finish.
+_closing: dict[Path, EmbeddedVectorStore] = {}
 _shared_lock = threading.Lock()
+#: How long an opener waits for another thread's close of the same path to finish.
+CLOSE_HANDOFF_TIMEOUT = 120.0
 
 
 def open_vector_store(config: VectorStoreConfig) -> VectorStore:
     """Build the store a ``VectorStoreConfig`` describes (backends are imported only when used).
 
     Embedded stores are shared per directory in-process: opening the same path twice gives the same
-    object (closed when every opener has closed it); a second process gets a clear error."""
+    object (closed when every opener has closed it), from any thread and event loop; a second
+    process gets a clear error."""
     layout = Layout(config.layout)
     if config.backend == "embedded":
         from pulse_ai.vectors.embedded import EmbeddedVectorStore
 
         path = Path(config.path or "./data/vectors").absolute()
-        with _shared_lock:
-            store = _shared.get(path)
-            if store is not None:
-                if store.layout is not layout:
-                    raise VectorStoreError(
-                        f"the vector store at {path} is open in this process with layout {store.layout.value}"
-                    )
-                store.users += 1
-                return store
-            store = EmbeddedVectorStore(path, layout=layout, optimize_after=config.optimize_after)
-            _shared[path] = store
-            return store
+        while True:
+            with _shared_lock:
+                store = _shared.get(path)
+                if store is not None:
+                    if store.layout is not layout:
+                        raise VectorStoreError(
+                            f"the vector store at {path} is open in this process with layout {store.layout.value}"
+                        )
+                    store.users += 1
+                    return store
+                closing = _closing.get(path)
+                if closing is None:
+                    store = EmbeddedVectorStore(path, layout=layout, optimize_after=config.optimize_after)
+                    _shared[path] = store
+                    return store
+            closing.wait_closed(CLOSE_HANDOFF_TIMEOUT)
     from pulse_ai.vectors.server import QdrantServerStore
 
     return QdrantServerStore(
@@ -75,7 +84,21 @@ def open_vector_store(config: VectorStoreConfig) -> VectorStore:
     )
 
 
-def _release_shared(store: EmbeddedVectorStore) -> None:
+def _release_shared(store: EmbeddedVectorStore) -> bool:
+    """One user of ``store`` fewer; True for the last one, who then closes it."""
     with _shared_lock:
+        if store.users <= 0:
+            return False
+        store.users -= 1
+        if store.users:
+            return False
         if _shared.get(store.path) is store:
             del _shared[store.path]
+        _closing[store.path] = store
+        return True
+
+
+def _closed_shared(store: EmbeddedVectorStore) -> None:
+    with _shared_lock:
+        if _closing.get(store.path) is store:
+            del _closing[store.path]

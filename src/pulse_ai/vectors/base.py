@@ -15,12 +15,13 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from pulse_ai.vectors.scope import All, Layout
+from pulse_ai.vectors.scope import All, Layout, QueryOptions
 
 __all__ = [
     "CollectionInfo",
     "Found",
     "MetadataUpdate",
+    "PurgeLeftovers",
     "PurgeReport",
     "QueryOptions",
     "SearchHit",
@@ -69,15 +70,28 @@ class StoredState:
 
 @dataclass(frozen=True)
 class PurgeReport:
-    """What ``purge_tenant`` removed: whole collections, and points counted per shared collection."""
+    """What ``purge_tenant`` removed: whole collections, points counted per shared collection, and
+    ``leftovers``: directories that were not complete collections (a create interrupted before its
+    manifest, a collection moved aside as unreadable) and held the tenant's data."""
 
     tenant: str
     dropped_collections: tuple[str, ...] = ()
     deleted_points: Mapping[str, int] = field(default_factory=dict)
+    leftovers: tuple[str, ...] = ()
 
     @property
     def points(self) -> int:
         return sum(self.deleted_points.values())
+
+
+@dataclass
+class PurgeLeftovers:
+    """What a backend removed of a tenant beyond its listed collections, and what it could not."""
+
+    dropped: list[str] = field(default_factory=list)  # collections whose earlier drop had not finished
+    removed: list[str] = field(default_factory=list)  # directories that were not complete collections
+    deleted_points: dict[str, int] = field(default_factory=dict)  # points in unlisted shared ones
+    failures: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -90,14 +104,6 @@ class CollectionInfo:
 
     def as_dict(self) -> dict[str, Any]:
         return {"vector_space": self.vector_space, "dimensions": self.dimensions, "layout": self.layout}
-
-
-@dataclass(frozen=True)
-class QueryOptions:
-    limit: int
-    score_threshold: float | None = None
-    hnsw_ef: int | None = None
-    exact: bool = False
 
 
 class StoredPoint(NamedTuple):
@@ -164,9 +170,10 @@ class VectorBackend(ABC):
     async def _drop_collection(self, name: str) -> None:
         """Remove the collection; raises ``VectorStoreError`` when anything of it could not be removed."""
 
-    async def _remove_leftovers(self, prefix: str) -> list[str]:
-        """Remove what an earlier, failed drop of collections starting with ``prefix`` left behind."""
-        return []
+    async def _purge_leftovers(self, tenant: str) -> PurgeLeftovers:
+        """Remove the tenant's data that no listed collection holds: what an earlier, failed drop
+        left behind, collection directories without a manifest, collections moved aside."""
+        return PurgeLeftovers()
 
     async def _written(self, name: str, count: int) -> None:  # noqa: B027 - optional hook
         """Called after each write batch (the embedded backend schedules its index builds)."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,11 +15,27 @@ import qdrant_edge as edge
 
 from pulse_ai.errors import VectorStoreError
 from pulse_ai.vectors import disk
-from pulse_ai.vectors.scope import RECORD_KEY, TABLE_KEY, TENANT_KEY
+from pulse_ai.vectors.base import PurgeLeftovers
+from pulse_ai.vectors.scope import RECORD_KEY, SHARED_PREFIX, TABLE_KEY, TENANT_KEY, tenant_collection_prefix
 
-__all__ = ["Collection", "build_config", "create_shard", "load_shard"]
+__all__ = [
+    "ASIDE",
+    "DROPPING",
+    "Collection",
+    "build_config",
+    "count_unlisted",
+    "create_shard",
+    "holds_no_files",
+    "load_shard",
+    "purge_leftovers",
+    "purge_unlisted",
+]
 
 T = TypeVar("T")
+#: A dropped collection's directory is renamed ``{DROPPING}{name}-{random}`` before it is removed.
+DROPPING = ".dropping-"
+#: Where create_shard moves a directory the engine cannot open: ``{name}{ASIDE}{time}``.
+ASIDE = ".incomplete-"
 REBUILD_HINT = "re-index its records from the source (`pulse-ai vectors check` lists what to rebuild)"
 
 
@@ -37,6 +55,9 @@ def guarded(name: str, directory: Path, call: Callable[[], T]) -> T:
 
 @dataclass(eq=False)
 class Collection:
+    """An open collection. It may be used from several event loops and threads at once: what is
+    shared is guarded by threading locks held only in worker threads, never on an event loop."""
+
     name: str
     directory: Path
     shard: Any
@@ -47,8 +68,24 @@ class Collection:
     builds: int = 0
     failed_builds: int = 0
     last_write: float = field(default_factory=time.monotonic)
-    builder: asyncio.Task[None] | None = None
-    building: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: A build waiting for writes to pause, then running; done when it finished or was given up.
+    scheduled: Future[None] | None = None
+    #: The timer that starts the scheduled build once writes have paused.
+    timer: threading.Timer | None = None
+    #: The last build handed to the builder thread (a drop or a close waits for it).
+    build: Future[None] | None = None
+    #: Set when the collection is dropped or its store closes: no build starts after that.
+    retired: bool = False
+    #: Guards the manifest (its fields and its file, written from the engine and builder threads)
+    #: and the build schedule above.
+    guard: threading.RLock = field(default_factory=threading.RLock)
+
+    def save_manifest(self, **changes: Any) -> None:
+        """Change manifest fields and write it, atomically with respect to the other threads."""
+        with self.guard:
+            for key, value in changes.items():
+                setattr(self.manifest, key, value)
+            disk.write_manifest(self.directory, self.manifest)
 
     def guarded(self, call: Callable[[Any], T]) -> T:
         return guarded(self.name, self.directory, lambda: call(self.shard))
@@ -61,9 +98,7 @@ class Collection:
         points = self.guarded(lambda shard: (shard.flush(), shard.info().points_count)[1])
         self.close()
         sizes, checksum = disk.fingerprint(self.directory)
-        self.manifest.clean, self.manifest.points = True, int(points)
-        self.manifest.files, self.manifest.checksum = sizes, checksum
-        disk.write_manifest(self.directory, self.manifest)
+        self.save_manifest(clean=True, points=int(points), files=sizes, checksum=checksum)
 
 
 #: KB of vectors in a segment before a build indexes it. Explicit, and lower than the engine's
@@ -100,11 +135,13 @@ def create_shard(name: str, directory: Path, config: Any, manifest: disk.Manifes
     if (directory / disk.MANIFEST).exists():
         raise VectorStoreError(f"collection {name} exists already at {directory}")
     shard: Any = None
+    if directory.exists() and holds_no_files(directory):
+        disk.remove_tree(directory)  # created, then killed before the engine wrote anything: nothing to keep
     if directory.exists():
         try:
             shard = guarded(name, directory, lambda: edge.EdgeShard.load(str(directory)))
         except VectorStoreError:
-            aside = directory.with_name(f"{name}.incomplete-{time.strftime('%Y%m%dT%H%M%S')}")
+            aside = directory.with_name(f"{name}{ASIDE}{time.strftime('%Y%m%dT%H%M%S')}")
             directory.rename(aside)
         else:
             points = guarded(name, directory, lambda: shard.info().points_count)
@@ -141,3 +178,72 @@ def load_shard(name: str, directory: Path, manifest: disk.Manifest) -> Any:
         manifest.clean = False
         disk.write_manifest(directory, manifest)
     return shard
+
+
+def holds_no_files(directory: Path) -> bool:
+    """True when no file lies anywhere under ``directory`` (a create killed before the engine wrote)."""
+    return not any(path.is_file() for path in directory.rglob("*"))
+
+
+def _tenant_filter(tenant: str) -> Any:
+    return edge.Filter(must=[edge.FieldCondition(key=TENANT_KEY, match=edge.MatchValue(tenant))])
+
+
+def count_unlisted(directory: Path, tenant: str | None = None) -> int:
+    """Points (of ``tenant``, or all) in a shard directory that has no manifest; a
+    VectorStoreError when the engine cannot open it."""
+    name = directory.name
+    shard = guarded(name, directory, lambda: edge.EdgeShard.load(str(directory)))
+    try:
+        if tenant is None:
+            return int(guarded(name, directory, lambda: shard.info().points_count))
+        request = edge.CountRequest(exact=True, filter=_tenant_filter(tenant))
+        return int(guarded(name, directory, lambda: shard.count(request)))
+    finally:
+        guarded(name, directory, shard.close)
+
+
+def purge_unlisted(directory: Path, tenant: str) -> int:
+    """Delete ``tenant``'s points from a shard directory without a manifest (a shared collection
+    whose create was interrupted, or one moved aside); returns how many there were."""
+    name = directory.name
+    shard = guarded(name, directory, lambda: edge.EdgeShard.load(str(directory)))
+    try:
+        request = edge.CountRequest(exact=True, filter=_tenant_filter(tenant))
+        held = int(guarded(name, directory, lambda: shard.count(request)))
+        if held:
+            operation = edge.UpdateOperation.delete_points_by_filter(_tenant_filter(tenant))
+            guarded(name, directory, lambda: shard.update(operation))
+            guarded(name, directory, shard.flush)
+            left = int(guarded(name, directory, lambda: shard.count(request)))
+            if left:
+                raise VectorStoreError(f"{directory}: {left} of {held} points of tenant {tenant!r} remain")
+        return held
+    finally:
+        guarded(name, directory, shard.close)
+
+
+def purge_leftovers(path: Path, tenant: str) -> PurgeLeftovers:
+    """Remove ``tenant``'s data that lies outside complete collections in the store at ``path``:
+    what an earlier drop left, its collection directories without a manifest (an interrupted
+    create, a collection moved aside), and its points in shared ones without a manifest. The
+    caller holds the store's state lock, so that no create is half-way meanwhile."""
+    prefix, found = tenant_collection_prefix(tenant), PurgeLeftovers()
+    for entry in sorted(path.iterdir()):
+        name = entry.name
+        try:
+            if name.startswith(f"{DROPPING}{prefix}"):
+                disk.remove_tree(entry)
+                found.dropped.append(name.removeprefix(DROPPING))
+            elif not entry.is_dir() or (entry / disk.MANIFEST).exists():
+                continue
+            elif name.startswith(prefix):  # the tenant's own: removed whole
+                disk.remove_tree(entry)
+                found.removed.append(name)
+            elif name.startswith(SHARED_PREFIX) and not holds_no_files(entry):
+                deleted = purge_unlisted(entry, tenant)  # other tenants' points too: only the tenant's go
+                if deleted:
+                    found.deleted_points[name] = deleted
+        except (VectorStoreError, OSError) as error:
+            found.failures.append(f"{name}: {error}")
+    return found

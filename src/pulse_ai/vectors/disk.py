@@ -43,6 +43,9 @@ LOCK_FILE = ".pulse-ai.lock"
 #: Files up to this size are read for the checksum (the metadata, id trackers and indexes of usual
 #: collections); larger ones — vector and payload pages, mostly preallocated — by size only: cheap.
 CHECKSUM_MAX_FILE = 4 * 1024 * 1024
+#: Qdrant's largest dense vector.
+MAX_DIMENSIONS = 65_536
+LAYOUTS = ("per_tenant_table", "shared")
 #: Directories of the shard not covered by the fingerprint: the WAL changes on open, temp is scratch.
 _UNCHECKED = ("wal", "temp_segments")
 
@@ -124,22 +127,43 @@ def read_manifest(directory: Path) -> Manifest | None:
     except OSError as exc:
         raise VectorStoreError(f"cannot read the manifest {path}: {exc}") from exc
     try:
-        data = json.loads(text)
-        return Manifest(
-            vector_space=str(data["vector_space"]),
-            dimensions=int(data["dimensions"]),
-            layout=str(data["layout"]),
-            optimize_due=bool(data.get("optimize_due", False)),
-            clean=bool(data.get("clean", False)),
-            points=data.get("points"),
-            files=data.get("files"),
-            checksum=data.get("checksum"),
-        )
-    except (ValueError, KeyError, TypeError) as exc:
+        return _manifest_of(json.loads(text))
+    except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
         raise VectorStoreError(
-            f"the manifest {path} is damaged ({type(exc).__name__}: {exc}); "
+            f"the manifest {path} is damaged ({type(exc).__name__}: {str(exc)[:200]}); "
             "run `pulse-ai vectors check` to see how to rebuild the collection"
         ) from None
+
+
+def _manifest_of(data: object) -> Manifest:
+    """A manifest from its JSON, every field checked (a damaged or edited file must not reach the
+    engine: ``dimensions: 1e309`` or ``-5`` would crash it)."""
+    if not isinstance(data, dict):
+        raise TypeError(f"a JSON object was expected, not {type(data).__name__}")
+    space, dimensions, layout = data["vector_space"], data["dimensions"], data["layout"]
+    if not isinstance(space, str) or not space:
+        raise ValueError("vector_space is not a non-empty string")
+    if not _is_count(dimensions) or not 1 <= dimensions <= MAX_DIMENSIONS:
+        raise ValueError(f"dimensions {dimensions!r} is not an integer from 1 to {MAX_DIMENSIONS}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
+    flags = {key: data.get(key, False) for key in ("optimize_due", "clean")}
+    if not all(isinstance(flag, bool) for flag in flags.values()):
+        raise ValueError("optimize_due and clean must be true or false")
+    points, files, checksum = data.get("points"), data.get("files"), data.get("checksum")
+    if points is not None and not _is_count(points):
+        raise ValueError(f"points {points!r} is not a count")
+    if files is not None and not (
+        isinstance(files, dict) and all(isinstance(k, str) and _is_count(v) for k, v in files.items())
+    ):
+        raise ValueError("files is not a mapping of file name to size")
+    if checksum is not None and not isinstance(checksum, str):
+        raise ValueError("checksum is not a string")
+    return Manifest(space, dimensions, layout, flags["optimize_due"], flags["clean"], points, files, checksum)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:

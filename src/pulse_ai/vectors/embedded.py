@@ -2,24 +2,29 @@
 
 Each collection is a shard directory under ``path`` with a manifest (``disk.py``). One process, and
 in it one store object, owns a path (an ``flock``ed lock file naming the owner); ``open_vector_store``
-shares that object in-process. Collections are created under a per-collection lock with the check
-repeated inside it, and a create never deletes anything that holds data.
+shares that object in-process. Collections are created under a lock with the check repeated inside
+it, and a create never deletes anything that holds data.
 
 Engine calls block, so they run on the store's own worker thread, never the default executor; index
 builds (``optimize``) run on a second one, in the background, once writes have paused for
-``optimize_idle`` seconds — a bulk ingestion builds its index once, at the end, and no write waits
-for a build. Every engine failure, Rust panics included (they are ``BaseException``s), becomes a
-``VectorStoreError`` naming the collection and its directory.
+``optimize_idle`` seconds (``builds.py``) — a bulk ingestion builds its index once, at the end, and
+no write waits for a build. Every engine failure, Rust panics included (they are
+``BaseException``s), becomes a ``VectorStoreError`` naming the collection and its directory.
+
+One store object may serve several event loops at once (a second ``asyncio.run``, one PulseAI per
+thread on the same path): no asyncio lock, task or executor of one loop is kept. What is shared is
+guarded by threading locks taken only in the worker threads, and awaited through
+``concurrent.futures`` futures, which any loop can wait on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
+import threading
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -28,8 +33,16 @@ import qdrant_edge as edge
 
 from pulse_ai.errors import VectorStoreError
 from pulse_ai.vectors import disk
-from pulse_ai.vectors.base import CollectionInfo, Found, QueryOptions, StoredPoint
-from pulse_ai.vectors.collection import Collection, build_config, create_shard, load_shard
+from pulse_ai.vectors.base import CollectionInfo, Found, PurgeLeftovers, QueryOptions, StoredPoint
+from pulse_ai.vectors.builds import IndexBuilder
+from pulse_ai.vectors.collection import (
+    DROPPING,
+    Collection,
+    build_config,
+    create_shard,
+    load_shard,
+    purge_leftovers,
+)
 from pulse_ai.vectors.scope import All, Layout, Match, MatchAnyOf
 from pulse_ai.vectors.store import VectorStore
 
@@ -39,7 +52,7 @@ T = TypeVar("T")
 #: Free space kept in reserve before any write: the engine grows its files 32 MiB at a time.
 MIN_FREE_BYTES = 96 * 2**20
 _PAYLOAD_ESTIMATE = 1024  # bytes a point's payload may take, WAL and storage together
-_DROPPING = ".dropping-"
+_DROPPING = DROPPING
 
 
 class EmbeddedVectorStore(VectorStore):
@@ -58,50 +71,83 @@ class EmbeddedVectorStore(VectorStore):
     ) -> None:
         super().__init__(layout)
         self.path = Path(path).absolute()
-        self.optimize_after = optimize_after
-        self.optimize_idle = optimize_idle
         self.min_free_bytes = min_free_bytes
         self._lock = disk.StoreLock(self.path, timeout=lock_timeout)
         self._collections: dict[str, Collection] = {}
-        self._creating: dict[str, asyncio.Lock] = {}
-        self._open_lock = asyncio.Lock()
+        #: Guards ``_collections`` and every create, load and drop (held in worker threads only).
+        self._state = threading.Lock()
+        self._dropping: set[str] = set()
         self._engine = ThreadPoolExecutor(1, thread_name_prefix="pulse-ai-vectors")
-        self._builder = ThreadPoolExecutor(1, thread_name_prefix="pulse-ai-vectors-optimize")
-        self._resumed = False
-        self._closed = False
+        self._builds = IndexBuilder(
+            self.path, optimize_after=optimize_after, optimize_idle=optimize_idle, min_free_bytes=min_free_bytes
+        )
+        self._resumed: Future[None] | None = None
+        self._closing = threading.Event()
+        self._closed_event = threading.Event()
+        self._closer: int | None = None
         #: How many ``open_vector_store`` users share this object; the last ``close`` closes it.
         self.users = 1
 
     def __repr__(self) -> str:
         return f"EmbeddedVectorStore(path={str(self.path)!r}, layout={self.layout.value!r})"
 
-    # ---- plumbing --------------------------------------------------------------------------
-    async def _thread(self, call: Callable[[], T], executor: ThreadPoolExecutor | None = None) -> T:
-        return await asyncio.get_running_loop().run_in_executor(executor or self._engine, call)
+    @property
+    def optimize_after(self) -> int:
+        return self._builds.optimize_after
 
-    async def _call(self, collection: Collection, call: Callable[[Any], T], *, build: bool = False) -> T:
-        """An engine call on the store's thread (or the builder's), every failure made a VectorStoreError."""
-        if self._closed:
-            raise VectorStoreError(f"the vector store at {self.path} is closed")
-        return await self._thread(lambda: collection.guarded(call), self._builder if build else None)
+    @property
+    def optimize_idle(self) -> float:
+        return self._builds.optimize_idle
+
+    def _closed_error(self) -> VectorStoreError:
+        return VectorStoreError(
+            f"the vector store at {self.path} is closed (its PulseAI was closed: open a new one and take "
+            "a new indexer from it)"
+        )
+
+    # ---- plumbing --------------------------------------------------------------------------
+    async def _thread(self, call: Callable[[], T], *, closing: bool = False) -> T:
+        """``call`` on the store's engine thread, awaited from whichever loop is running."""
+        if self._closed or (self._closing.is_set() and not closing):
+            raise self._closed_error()
+        try:
+            future = self._engine.submit(call)
+        except RuntimeError:  # shut down by a close in another thread meanwhile
+            raise self._closed_error() from None
+        try:
+            return await asyncio.wrap_future(future)
+        except OSError as exc:
+            raise VectorStoreError(f"the vector store at {self.path}: {type(exc).__name__}: {exc}") from exc
+
+    async def _call(self, collection: Collection, call: Callable[[Any], T]) -> T:
+        """An engine call on the store's thread, every failure made a VectorStoreError."""
+        return await self._thread(lambda: collection.guarded(call))
 
     async def _get(self, name: str) -> Collection | None:
         """The open collection, loading its shard on first use; None when it does not exist."""
-        if not self._resumed:
-            self._resumed = True
-            asyncio.get_running_loop().create_task(self._resume())
+        if self._resumed is None:
+            with contextlib.suppress(RuntimeError):  # closed meanwhile: the caller hears it below
+                self._resumed = self._builds.run(self._resume)
         collection = self._collections.get(name)
         if collection is not None:
             return collection
-        async with self._open_lock:
-            if name not in self._collections:
+        return await self._thread(lambda: self._load(name))
+
+    def _load(self, name: str) -> Collection | None:  # worker threads
+        with self._state:
+            if self._closing.is_set():
+                raise self._closed_error()
+            if name in self._dropping:
+                raise VectorStoreError(f"collection {name} is being dropped")
+            collection = self._collections.get(name)
+            if collection is None:
                 directory = self.path / name
-                manifest = await self._thread(lambda: disk.read_manifest(directory))
+                manifest = disk.read_manifest(directory)
                 if manifest is None:
                     return None
-                shard = await self._thread(lambda: load_shard(name, directory, manifest))
-                self._collections[name] = Collection(name, directory, shard, manifest)
-        return self._collections[name]
+                shard = load_shard(name, directory, manifest)
+                collection = self._collections[name] = Collection(name, directory, shard, manifest)
+            return collection
 
     async def _require(self, name: str) -> Collection:
         collection = await self._get(name)
@@ -111,14 +157,16 @@ class EmbeddedVectorStore(VectorStore):
 
     async def _mutating(self, collection: Collection, points: int) -> None:
         """Before a write: enough disk for it, and the manifest saying a build is due (crash-proof)."""
-        dims = collection.manifest.dimensions
-        needed = self.min_free_bytes + points * (dims * 4 * 3 + _PAYLOAD_ESTIMATE)
-        await self._thread(lambda: disk.check_free_space(self.path, needed))
-        collection.writes += 1
-        if collection.manifest.clean or not collection.manifest.optimize_due:
-            collection.manifest.clean = False
-            collection.manifest.optimize_due = True
-            await self._thread(lambda: disk.write_manifest(collection.directory, collection.manifest))
+        needed = self.min_free_bytes + points * (collection.manifest.dimensions * 4 * 3 + _PAYLOAD_ESTIMATE)
+
+        def prepare() -> None:
+            disk.check_free_space(self.path, needed)
+            with collection.guard:
+                collection.writes += 1
+                if collection.manifest.clean or not collection.manifest.optimize_due:
+                    collection.save_manifest(clean=False, optimize_due=True)
+
+        await self._thread(prepare)
 
     # ---- primitives ------------------------------------------------------------------------
     async def _collection_info(self, name: str) -> CollectionInfo | None:
@@ -129,18 +177,22 @@ class EmbeddedVectorStore(VectorStore):
         return None if manifest is None else CollectionInfo(manifest.vector_space, manifest.dimensions, manifest.layout)
 
     async def _create_collection(self, name: str, info: CollectionInfo) -> CollectionInfo:
-        lock = self._creating.setdefault(name, asyncio.Lock())
-        async with lock:  # the check is repeated inside the lock: one creator, and never a delete
-            existing = await self._collection_info(name)
-            if existing is not None:
-                return existing
-            await self._thread(lambda: disk.check_free_space(self.path, self.min_free_bytes))
-            config = build_config(info.dimensions, shared=self.layout is Layout.SHARED)
-            manifest = disk.Manifest(info.vector_space, info.dimensions, info.layout)
-            async with self._open_lock:
-                shard = await self._thread(lambda: create_shard(name, self.path / name, config, manifest))
+        def create() -> CollectionInfo:
+            with self._state:  # the check is repeated inside the lock: one creator, and never a delete
+                if self._closing.is_set():
+                    raise self._closed_error()
+                held = self._collections.get(name)
+                manifest = held.manifest if held else disk.read_manifest(self.path / name)
+                if manifest is not None:
+                    return CollectionInfo(manifest.vector_space, manifest.dimensions, manifest.layout)
+                disk.check_free_space(self.path, self.min_free_bytes)
+                config = build_config(info.dimensions, shared=self.layout is Layout.SHARED)
+                manifest = disk.Manifest(info.vector_space, info.dimensions, info.layout)
+                shard = create_shard(name, self.path / name, config, manifest)
                 self._collections[name] = Collection(name, self.path / name, shard, manifest)
-        return info
+                return info
+
+        return await self._thread(create)
 
     async def _upsert(self, name: str, points: list[StoredPoint]) -> None:
         collection = await self._require(name)
@@ -156,67 +208,40 @@ class EmbeddedVectorStore(VectorStore):
 
     async def _written(self, name: str, count: int) -> None:
         collection = await self._require(name)
-        collection.pending += count
-        collection.last_write = time.monotonic()
-        if collection.pending >= self.optimize_after:
-            self._schedule(collection)
-
-    def _schedule(self, collection: Collection) -> None:
-        if collection.builder is None or collection.builder.done():
-            collection.builder = asyncio.get_running_loop().create_task(self._build_when_idle(collection))
-
-    async def _build_when_idle(self, collection: Collection) -> None:
-        """Wait until writes pause for ``optimize_idle`` seconds, then build in the background."""
-        while True:
-            wait = collection.last_write + self.optimize_idle - time.monotonic()
-            if wait <= 0:
-                break
-            await asyncio.sleep(wait)
-        try:
-            await self._build(collection)
-        except VectorStoreError:  # the build stays due (in the manifest) and is tried again later
-            collection.failed_builds += 1
-
-    async def _build(self, collection: Collection) -> None:
-        async with collection.building:
-            if not collection.manifest.optimize_due or self._closed:
-                return
-            size = await self._thread(lambda: sum(disk.fingerprint_sizes(collection.directory).values()))
-            await self._thread(lambda: disk.check_free_space(self.path, self.min_free_bytes + size))
-            writes_before = collection.writes
-            collection.manifest.clean = False
-            await self._thread(lambda: disk.write_manifest(collection.directory, collection.manifest))
-            await self._call(collection, lambda engine: engine.optimize(), build=True)
-            collection.builds += 1
-            if collection.writes == writes_before:  # nothing was written meanwhile: not due any more
-                collection.pending = 0
-                collection.manifest.optimize_due = False
-                await self._thread(lambda: disk.write_manifest(collection.directory, collection.manifest))
+        await self._thread(lambda: self._builds.written(collection, count))
 
     async def optimize(self) -> None:
         """Build the indexes of every collection with writes since its last build (by any process)."""
+        self.ensure_open()
         for name in await self._list_collections():
             collection = await self._get(name)
             if collection is not None and collection.manifest.optimize_due:
-                await self._build(collection)
+                build = await self._thread(lambda c=collection: self._builds.build_now(c))  # type: ignore[misc]
+                if build is not None:
+                    await asyncio.wrap_future(build)
 
     async def idle(self) -> None:
         """Wait until no index build is scheduled or running (for tests and orderly shutdowns)."""
+        if self._resumed is not None:
+            await asyncio.wrap_future(self._resumed)
         while True:
-            tasks = [c.builder for c in self._collections.values() if c.builder and not c.builder.done()]
-            if not tasks:
+            waiting = [c.scheduled for c in list(self._collections.values()) if c.scheduled is not None]
+            pending = [future for future in waiting if not future.done()]
+            if not pending:
                 return
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait([asyncio.wrap_future(future) for future in pending])
 
-    async def _resume(self) -> None:
-        """At open: builds that a previous process left due (it was killed, or closed before) resume."""
-        with contextlib.suppress(VectorStoreError):
-            for name in await self._list_collections():
-                manifest = await self._thread(lambda name=name: disk.read_manifest(self.path / name))  # type: ignore[misc]
-                if manifest is not None and manifest.optimize_due:
-                    collection = await self._get(name)
-                    if collection is not None:
-                        self._schedule(collection)
+    def _resume(self) -> None:
+        """At open, on the builder thread: builds that a previous process left due (it was killed,
+        or closed before) are scheduled again."""
+        for name in self._listing():
+            if self._closing.is_set():
+                return
+            with contextlib.suppress(VectorStoreError, OSError):  # a damaged one is reported when used
+                manifest = disk.read_manifest(self.path / name)
+                collection = self._load(name) if manifest is not None and manifest.optimize_due else None
+                if collection is not None:
+                    self._builds.schedule(collection)
 
     async def _query(self, name: str, vector: list[float], where: All, options: QueryOptions) -> list[Found]:
         collection = await self._require(name)
@@ -257,59 +282,99 @@ class EmbeddedVectorStore(VectorStore):
 
         await self._call(collection, write)
 
-    async def _list_collections(self) -> list[str]:
-        def listing() -> list[str]:
-            if not self.path.exists():
-                return []
-            return sorted(e.name for e in self.path.iterdir() if e.is_dir() and (e / disk.MANIFEST).exists())
+    def _listing(self) -> list[str]:
+        if not self.path.exists():
+            return []
+        return sorted(
+            entry.name
+            for entry in self.path.iterdir()
+            if not entry.name.startswith(".") and entry.is_dir() and (entry / disk.MANIFEST).exists()
+        )
 
-        return await self._thread(listing)
+    async def _list_collections(self) -> list[str]:
+        return await self._thread(self._listing)
 
     async def _drop_collection(self, name: str) -> None:
-        async with self._open_lock:
-            collection = self._collections.pop(name, None)
+        def detach() -> Collection | None:
+            with self._state:
+                self._dropping.add(name)  # no load of it until it is gone
+                return self._collections.pop(name, None)
+
+        try:
+            collection = await self._thread(detach)
             if collection is not None:
-                if collection.builder is not None:
-                    collection.builder.cancel()
-                async with collection.building:  # a running build finishes first
-                    await self._thread(collection.close)
+                build = await self._thread(lambda: self._builds.retire(collection))
+                if build is not None:  # a running build finishes first
+                    with contextlib.suppress(Exception):
+                        await asyncio.wrap_future(build)
+                await self._thread(collection.close)
             # Renamed first (atomic: the collection is gone at once), then removed; what could not be
             # removed stays under a ".dropping-" name that the next purge of the tenant removes.
             trash = self.path / f"{_DROPPING}{name}-{uuid.uuid4().hex[:8]}"
             await self._thread(lambda: (self.path / name).rename(trash))
             await self._thread(lambda: disk.remove_tree(trash))
+        finally:
+            self._dropping.discard(name)
 
-    async def _remove_leftovers(self, prefix: str) -> list[str]:
-        def remove() -> list[str]:
-            left = [e for e in self.path.iterdir() if e.name.startswith(f"{_DROPPING}{prefix}")]
-            for entry in left:
-                disk.remove_tree(entry)
-            return [entry.name.removeprefix(_DROPPING) for entry in left]
+    async def _purge_leftovers(self, tenant: str) -> PurgeLeftovers:
+        return await self._thread(lambda: self._leftovers(tenant))
 
-        return await self._thread(remove)
+    def _leftovers(self, tenant: str) -> PurgeLeftovers:
+        with self._state:  # no create is half-way meanwhile
+            return purge_leftovers(self.path, tenant)
 
     async def close(self) -> None:
         """Flush and close every shard, record each one's files and points, and release the lock.
         Index builds still due are left due (in the manifests): the next open resumes them."""
-        self.users -= 1
-        if self.users > 0 or self._closed:
-            return
-        from pulse_ai.vectors import _release_shared
+        from pulse_ai.vectors import _closed_shared, _release_shared
 
-        _release_shared(self)
-        for collection in self._collections.values():
-            if collection.builder is not None and not collection.builder.done():
-                collection.builder.cancel()
-        async with self._open_lock:
-            for collection in self._collections.values():
-                async with collection.building:
-                    await self._thread(collection.close_clean)
+        if not _release_shared(self):
+            return
+        self._closer = threading.get_ident()
+        self._closing.set()
+        failures: list[BaseException] = []
+        try:
+            builds = await self._thread(self._retire_all, closing=True)
+            for future in [self._resumed, *builds]:
+                if future is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wrap_future(future)
+            await self._thread(lambda: failures.extend(self._close_all()), closing=True)
+        finally:
             self._closed = True
-            self._collections.clear()
             self._forget_all()
+            await asyncio.to_thread(self._shutdown)
+            _closed_shared(self)
+            self._closed_event.set()
+        if failures:
+            raise failures[0]
+
+    def _retire_all(self) -> list[Future[None] | None]:
+        with self._state:  # closing is set: no collection is loaded after this
+            return [self._builds.retire(collection) for collection in self._collections.values()]
+
+    def _close_all(self) -> list[BaseException]:
+        failures: list[BaseException] = []
+        with self._state:
+            for collection in self._collections.values():
+                try:
+                    collection.close_clean()
+                except (VectorStoreError, OSError) as error:
+                    failures.append(error)
+            self._collections.clear()
+        return failures
+
+    def _shutdown(self) -> None:
+        self._builds.close()
         self._engine.shutdown(wait=True)
-        self._builder.shutdown(wait=True)
         self._lock.release()
+
+    def wait_closed(self, timeout: float) -> None:
+        """For a new opener of the path: wait until the close under way in another thread is done."""
+        if self._closer == threading.get_ident():
+            raise VectorStoreError(f"the vector store at {self.path} is being closed; open it again after close()")
+        if not self._closed_event.wait(timeout):
+            raise VectorStoreError(f"the vector store at {self.path} is still being closed by another thread")
 
 
 def _filter(where: All) -> Any:

@@ -21,8 +21,11 @@ from pulse_ai.vectors.base import MetadataUpdate, PurgeReport, SearchHit, Stored
 from pulse_ai.vectors.scope import (
     VectorSpace,
     check_metadata,
+    check_text,
     content_hash,
+    metadata_filter,
     metadata_hash,
+    query_options,
     validate_name,
     validate_record_id,
 )
@@ -120,6 +123,7 @@ class Indexer:
         recorded, one run per call, finished with its counts or its error."""
         tenant, table = validate_name(tenant, "tenant"), validate_name(table, "table")
         prepared = _prepare(records)
+        self.store.ensure_open()  # before a run is recorded for work that cannot happen
         if self._runs is None:
             return await self._index(tenant, table, prepared)
         runs = await self._runs()
@@ -227,8 +231,14 @@ class Indexer:
 
         With a search cache on the store (``store.cache``), a repeated search (same query text or
         vector, filter, options) is answered from it until the table is written to."""
-        validate_name(tenant, "tenant")  # before the query is embedded (and paid for)
+        # Everything is checked before the query is embedded (and paid for).
+        validate_name(tenant, "tenant")
         validate_name(table, "table")
+        query_options(limit, score_threshold, hnsw_ef, exact)
+        metadata_filter(where)
+        if isinstance(query, str):
+            check_text(query, "query")
+        self.store.ensure_open()
         cache = self.store.cache
         key: str | None = None
         if cache is not None:
@@ -253,6 +263,7 @@ class Indexer:
         exact: bool,
     ) -> list[SearchHit]:
         if isinstance(query, str):
+            check_text(query, "query")
             result = await self.embedder_of(tenant).embed([query])
             if result.vector_space != self.space.id:
                 raise VectorSpaceError(f"the embedder produced {result.vector_space}, not {self.space.id}")
@@ -283,11 +294,17 @@ class Indexer:
 
 def _prepare(records: Iterable[Record | Mapping[str, Any]]) -> list[_Prepared]:
     """Check every record before anything is embedded or written."""
-    if isinstance(records, (str, bytes, Mapping)):
-        raise InputError("records must be a sequence of records, not a single value")
+    if isinstance(records, (str, bytes, Mapping, Record)):
+        raise InputError(
+            f"records must be a sequence of records, not a single {type(records).__name__} (for one record: [record])"
+        )
+    try:
+        iterator = iter(records)
+    except TypeError:
+        raise InputError(f"records must be a sequence of records, not {type(records).__name__}") from None
     prepared: list[_Prepared] = []
     seen: dict[str, int] = {}
-    for index, raw in enumerate(records):
+    for index, raw in enumerate(iterator):
         record_id: object
         text: object
         metadata: object
@@ -308,6 +325,7 @@ def _prepare(records: Iterable[Record | Mapping[str, Any]]) -> list[_Prepared]:
         record_id = validate_record_id(record_id, index)
         if not isinstance(text, str) or not text.strip():
             raise InputError(f"records[{index}] ({record_id!r}) has no text to embed", index=index)
+        check_text(text, f"records[{index}].text ({record_id!r})", index)
         checked_metadata = check_metadata(metadata, index)
         if record_id in seen:
             raise InputError(

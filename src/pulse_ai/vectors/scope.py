@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import uuid
 from collections.abc import Mapping
@@ -18,17 +19,22 @@ from typing import Any
 from pulse_ai.errors import InputError
 
 __all__ = [
+    "SHARED_PREFIX",
     "All",
     "Layout",
     "Match",
     "MatchAnyOf",
+    "QueryOptions",
     "VectorSpace",
     "check_int64",
+    "check_text",
     "collection_name",
     "content_hash",
     "metadata_filter",
     "metadata_hash",
+    "parse_collection_name",
     "point_id",
+    "query_options",
     "tenant_collection_prefix",
     "validate_name",
     "validate_record_id",
@@ -43,6 +49,8 @@ MAX_RECORD_ID_LENGTH = 512
 _TABLE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]|_(?!_))*(?<![_-])")
 _TENANT_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]|_(?!_))*(?<![_-])")
 _METADATA_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
+#: What ``VectorSpace.slug`` makes: letters, digits and '-', ending in 10 hex digits (a hash).
+_SPACE_SLUG = re.compile(r"[A-Za-z0-9-]*[0-9a-f]{10}")
 #: Qdrant keeps integers as signed 64-bit values; anything wider is refused, not wrapped or crashed on.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 #: Deeper metadata is refused: JSON encoders and the engine's converters recurse once per level.
@@ -52,6 +60,8 @@ MAX_HNSW_EF = 100_000
 # A fixed namespace: point ids must be the same on every machine and every run.
 _POINT_NAMESPACE = uuid.UUID("5b1f5d0e-3c1a-4d0f-9a59-70756c73652d")
 
+#: Every shared-layout collection's name starts with this; no per-tenant one's does.
+SHARED_PREFIX = "shared__"
 TENANT_KEY = "tenant_id"
 TABLE_KEY = "table"
 RECORD_KEY = "record_id"
@@ -91,6 +101,14 @@ class VectorSpace:
 
 
 @dataclass(frozen=True)
+class QueryOptions:
+    limit: int
+    score_threshold: float | None = None
+    hnsw_ef: int | None = None
+    exact: bool = False
+
+
+@dataclass(frozen=True)
 class Match:
     key: str
     value: str | int | bool
@@ -112,6 +130,19 @@ class All:
 Condition = Match | MatchAnyOf | All
 
 
+def check_text(value: str, what: str, index: int | None = None) -> str:
+    """Refuse a string that is not valid Unicode (a lone surrogate such as "\\ud800"): no hash, id,
+    payload or request could be made of it, so it is refused here, naming the field."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(
+            f"{what} holds a lone surrogate ({value[exc.start]!r} at position {exc.start}); text must be valid Unicode",
+            index=index,
+        ) from None
+    return value
+
+
 def validate_name(value: object, what: str) -> str:
     if not isinstance(value, str):
         raise InputError(f"{what} must be a string, not {type(value).__name__}")
@@ -131,8 +162,8 @@ def validate_name(value: object, what: str) -> str:
     return value
 
 
-def validate_record_id(value: object, index: int | None = None) -> str:
-    where = f"records[{index}]" if index is not None else "record_id"
+def validate_record_id(value: object, index: int | None = None, field: str = "records") -> str:
+    where = f"{field}[{index}]" if index is not None else "record_id"
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
@@ -141,7 +172,7 @@ def validate_record_id(value: object, index: int | None = None) -> str:
         raise InputError(f"{where}: the record id is empty", index=index)
     if len(value) > MAX_RECORD_ID_LENGTH:
         raise InputError(f"{where}: the record id is longer than {MAX_RECORD_ID_LENGTH} characters", index=index)
-    return value
+    return check_text(value, f"{where}: the record id", index)
 
 
 def point_id(tenant: str, table: str, record_id: str) -> str:
@@ -152,13 +183,29 @@ def point_id(tenant: str, table: str, record_id: str) -> str:
 
 def collection_name(layout: Layout, space: VectorSpace, tenant: str, table: str) -> str:
     if layout is Layout.SHARED:
-        return f"shared__{space.slug}"
+        return f"{SHARED_PREFIX}{space.slug}"
     return f"{tenant_collection_prefix(tenant)}{table}__{space.slug}"
 
 
 def tenant_collection_prefix(tenant: str) -> str:
     """Every per-tenant collection of ``tenant`` starts with this, and no other tenant's does."""
     return f"client_{tenant}__"
+
+
+def parse_collection_name(name: str) -> tuple[str | None, str | None] | None:
+    """(tenant, table) of a per-tenant collection name, (None, None) for a shared one, None when
+    ``name`` is not a collection name this package makes."""
+    if name.startswith(SHARED_PREFIX):
+        return (None, None) if _SPACE_SLUG.fullmatch(name.removeprefix(SHARED_PREFIX)) else None
+    parts = name.removeprefix("client_").split("__") if name.startswith("client_") else []
+    if len(parts) != 3 or not _SPACE_SLUG.fullmatch(parts[2]):
+        return None
+    tenant, table = parts[0], parts[1]
+    if not _TENANT_NAME.fullmatch(tenant) or len(tenant) > MAX_NAME_LENGTH:
+        return None
+    if not _TABLE_NAME.fullmatch(table) or len(table) > MAX_NAME_LENGTH:
+        return None
+    return tenant, table
 
 
 def scope_filter(tenant: str, table: str | None, caller: All | None = None) -> All:
@@ -172,32 +219,62 @@ def scope_filter(tenant: str, table: str | None, caller: All | None = None) -> A
 
 
 def metadata_filter(where: Mapping[str, object] | None) -> All | None:
-    """``{"status": "open", "priority": [1, 2]}`` -> conditions on the records' metadata."""
-    if not where:
+    """``{"status": "open", "priority": [1, 2]}`` -> conditions on the records' metadata.
+
+    Only a mapping or None: ``0``, ``[]`` or ``""`` are refused, never read as "no filter"."""
+    if where is None:
         return None
     if not isinstance(where, Mapping):
-        raise InputError("the metadata filter must be a mapping of field to value or list of values")
+        raise InputError(
+            f"where must be a mapping of metadata field to value or list of values, or None; not {type(where).__name__}"
+        )
     conditions: list[Condition] = []
     for key, value in where.items():
         if not isinstance(key, str) or not _METADATA_KEY.fullmatch(key):
             raise InputError(f"filter field {key!r} is not a valid metadata field name")
         path = f"{METADATA_KEY}.{key}"
+        what = f"where[{key!r}]"
         if isinstance(value, (list, tuple)):
             if not value:
-                raise InputError(f"filter field {key!r}: the list of values is empty")
+                raise InputError(f"{what}: the list of values is empty")
             if all(isinstance(v, str) for v in value):
-                conditions.append(MatchAnyOf(path, tuple(str(v) for v in value)))
+                conditions.append(MatchAnyOf(path, tuple(check_text(v, f"{what}[{i}]") for i, v in enumerate(value))))
             elif all(_is_int(v) for v in value):
-                conditions.append(MatchAnyOf(path, tuple(check_int64(int(v), f"filter field {key!r}") for v in value)))
+                conditions.append(MatchAnyOf(path, tuple(check_int64(int(v), what) for v in value)))
             else:
-                raise InputError(f"filter field {key!r}: a list must hold only strings or only integers")
+                raise InputError(f"{what}: a list must hold only strings or only integers")
         elif isinstance(value, int) and not isinstance(value, bool):
-            conditions.append(Match(path, check_int64(value, f"filter field {key!r}")))
-        elif isinstance(value, (str, bool)):
+            conditions.append(Match(path, check_int64(value, what)))
+        elif isinstance(value, str):
+            conditions.append(Match(path, check_text(value, what)))
+        elif isinstance(value, bool):
             conditions.append(Match(path, value))
         else:
-            raise InputError(f"filter field {key!r}: match a string, an integer, a boolean or a list of them")
-    return All(tuple(conditions))
+            raise InputError(f"{what}: match a string, an integer, a boolean or a list of them")
+    return All(tuple(conditions)) if conditions else None
+
+
+def query_options(limit: object, score_threshold: object, hnsw_ef: object, exact: object) -> QueryOptions:
+    """Search options, checked the same way for every backend before any call."""
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10_000:
+        raise InputError("limit must be an integer from 1 to 10000")
+    threshold: float | None = None
+    if score_threshold is not None:
+        if not isinstance(score_threshold, (int, float)) or isinstance(score_threshold, bool):
+            raise InputError(f"score_threshold must be a number, not {type(score_threshold).__name__}")
+        try:
+            threshold = float(score_threshold)
+        except OverflowError:  # an int too large for a float (10**400)
+            threshold = math.inf
+        if not math.isfinite(threshold):
+            raise InputError("score_threshold must be a finite number (not NaN or infinite)")
+    if hnsw_ef is not None and (
+        not isinstance(hnsw_ef, int) or isinstance(hnsw_ef, bool) or not 1 <= hnsw_ef <= MAX_HNSW_EF
+    ):
+        raise InputError(f"hnsw_ef must be an integer from 1 to {MAX_HNSW_EF}")
+    if not isinstance(exact, bool):
+        raise InputError(f"exact must be True or False, not {type(exact).__name__}")
+    return QueryOptions(limit, threshold, hnsw_ef, exact)
 
 
 def content_hash(text: str) -> str:
@@ -221,23 +298,30 @@ def check_metadata(metadata: object, index: int | None = None) -> dict[str, Any]
         return {}
     if not isinstance(metadata, Mapping):
         raise InputError(f"{where} must be a mapping, not {type(metadata).__name__}", index=index)
-    for key in metadata:
-        if not isinstance(key, str):
-            raise InputError(f"{where}: keys must be strings", index=index)
     _check_metadata_values(metadata, where, index)
     canonical_json(metadata)
     return dict(metadata)
 
 
 def _check_metadata_values(metadata: Mapping[str, Any], where: str, index: int | None) -> None:
-    """Depth and integer range, walked without recursion (so a deep value cannot overflow the stack)."""
-    pending: list[tuple[object, int]] = [(metadata, 1)]
+    """Keys (strings, at every level), text (valid Unicode), depth and integer range, walked
+    without recursion (so a deep value cannot overflow the stack)."""
+    pending: list[tuple[object, int, str]] = [(metadata, 1, where)]
     while pending:
-        value, depth = pending.pop()
-        if isinstance(value, (Mapping, list, tuple)):
+        value, depth, at = pending.pop()
+        if isinstance(value, Mapping):
             if depth > MAX_METADATA_DEPTH:
                 raise InputError(f"{where} is nested more than {MAX_METADATA_DEPTH} levels deep", index=index)
-            children = value.values() if isinstance(value, Mapping) else value
-            pending.extend((child, depth + 1) for child in children)
+            for key, child in value.items():
+                if not isinstance(key, str):
+                    raise InputError(f"{at}: keys must be strings, not {type(key).__name__} ({key!r})", index=index)
+                check_text(key, f"{at}: the key {key!r}", index)
+                pending.append((child, depth + 1, f"{at}[{key!r}]"))
+        elif isinstance(value, (list, tuple)):
+            if depth > MAX_METADATA_DEPTH:
+                raise InputError(f"{where} is nested more than {MAX_METADATA_DEPTH} levels deep", index=index)
+            pending.extend((child, depth + 1, f"{at}[{i}]") for i, child in enumerate(value))
+        elif isinstance(value, str):
+            check_text(value, at, index)
         elif _is_int(value) and not INT64_MIN <= value <= INT64_MAX:  # type: ignore[operator]
-            raise InputError(f"{where}: the integer {value} does not fit in 64 bits", index=index)
+            raise InputError(f"{at}: the integer {value} does not fit in 64 bits", index=index)

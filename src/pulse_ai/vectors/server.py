@@ -138,8 +138,9 @@ class QdrantServerStore(VectorStore):
             raise VectorStoreError(f"Qdrant did not delete the collection {name}")
 
     async def close(self) -> None:
-        await self.client.close()
+        self._closed = True
         self._forget_all()
+        await self.client.close()
 
     @staticmethod
     async def _call(awaitable: Any) -> Any:

@@ -9,7 +9,6 @@ instead of leaking. Everything a caller passes is checked before the first backe
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Mapping, Sequence, Set
 from typing import TYPE_CHECKING, Any
@@ -22,8 +21,8 @@ from pulse_ai.vectors.base import (
     CollectionInfo,
     Found,
     MetadataUpdate,
+    PurgeLeftovers,
     PurgeReport,
-    QueryOptions,
     SearchHit,
     StoredPoint,
     StoredState,
@@ -32,10 +31,10 @@ from pulse_ai.vectors.base import (
 )
 from pulse_ai.vectors.scope import (
     CONTENT_HASH_KEY,
-    MAX_HNSW_EF,
     METADATA_HASH_KEY,
     METADATA_KEY,
     RECORD_KEY,
+    SHARED_PREFIX,
     TABLE_KEY,
     TENANT_KEY,
     All,
@@ -45,6 +44,7 @@ from pulse_ai.vectors.scope import (
     collection_name,
     metadata_filter,
     point_id,
+    query_options,
     scope_filter,
     tenant_collection_prefix,
     validate_name,
@@ -55,8 +55,6 @@ if TYPE_CHECKING:
     from pulse_ai.cache.vectors import TableSpace, VectorCache
 
 __all__ = ["SHARED_PREFIX", "VectorStore"]
-
-SHARED_PREFIX = "shared__"
 
 
 class VectorStore(VectorBackend):
@@ -70,11 +68,27 @@ class VectorStore(VectorBackend):
         #: Optional cache hooks (``pulse_ai.cache.vectors``): versions bumped and schema kept after
         #: every write, the schema consulted instead of a listing. None: no caching.
         self.cache: VectorCache | None = None
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _closed_error(self) -> VectorStoreError:
+        return VectorStoreError(
+            "the vector store is closed (its PulseAI was closed: open a new one and take a new indexer from it)"
+        )
+
+    def ensure_open(self) -> None:
+        """A ``VectorStoreError`` ("the vector store is closed") when it was closed."""
+        if self._closed:
+            raise self._closed_error()
 
     # ---- writes ----------------------------------------------------------------------------
     async def upsert(self, tenant: str, table: str, space: VectorSpace, points: Sequence[VectorPoint]) -> int:
         """Write points; re-writing a record replaces its point. Everything is checked before the
         first write: names, ids (unique in the batch), metadata, the vectors' dimension and values."""
+        self.ensure_open()
         tenant, table = validate_name(tenant, "tenant"), validate_name(table, "table")
         if not points:
             return 0
@@ -133,6 +147,7 @@ class VectorStore(VectorBackend):
     ) -> int:
         """Replace records' metadata and hashes without touching their vectors; one request per
         batch, not per record. Returns how many records were updated."""
+        self.ensure_open()
         tenant, table = validate_name(tenant, "tenant"), validate_name(table, "table")
         if not points:
             return 0
@@ -167,12 +182,13 @@ class VectorStore(VectorBackend):
 
         ``record_ids`` is a list (or other collection) of ids; a single string is refused, never
         read as a sequence of one-letter ids."""
+        self.ensure_open()
         tenant, table = validate_name(tenant, "tenant"), validate_name(table, "table")
         if isinstance(record_ids, (str, bytes)) or not isinstance(record_ids, (Sequence, Set)):
             raise InputError(
                 f"record_ids must be a list of record ids, not {type(record_ids).__name__} (for one id: [id])"
             )
-        ids = [validate_record_id(r, i) for i, r in enumerate(record_ids)]
+        ids = [validate_record_id(r, i, "record_ids") for i, r in enumerate(record_ids)]
         name = await self._collection(tenant, table, space, create=False)
         if name is None or not ids:
             return 0
@@ -193,6 +209,7 @@ class VectorStore(VectorBackend):
 
         Everything is attempted; if anything could not be removed, ``PurgeIncompleteError`` says what
         (with what was removed), so a purge never looks complete when it is not."""
+        self.ensure_open()
         tenant = validate_name(tenant, "tenant")
         dropped: list[str] = []
         deleted: dict[str, int] = {}
@@ -215,15 +232,19 @@ class VectorStore(VectorBackend):
                         deleted[name] = held - left
             except VectorStoreError as error:
                 failures.append(f"{name}: {error}")
+        leftovers = PurgeLeftovers()
         try:
-            dropped.extend(await self._remove_leftovers(tenant_collection_prefix(tenant)))
+            leftovers = await self._purge_leftovers(tenant)
         except VectorStoreError as error:
             failures.append(str(error))
-        report = PurgeReport(tenant, tuple(dropped), deleted)
+        dropped.extend(leftovers.dropped)
+        deleted.update(leftovers.deleted_points)
+        failures.extend(leftovers.failures)
+        report = PurgeReport(tenant, tuple(dropped), deleted, tuple(leftovers.removed))
         if self.cache is not None:
             await self.cache.purged(tenant)
         if failures:
-            raise PurgeIncompleteError(tenant, failures, removed=[*dropped, *deleted])
+            raise PurgeIncompleteError(tenant, failures, removed=[*dropped, *deleted, *leftovers.removed])
         return report
 
     # ---- reads -----------------------------------------------------------------------------
@@ -240,8 +261,9 @@ class VectorStore(VectorBackend):
         hnsw_ef: int | None = None,
         exact: bool = False,
     ) -> list[SearchHit]:
+        self.ensure_open()
         tenant, table = validate_name(tenant, "tenant"), validate_name(table, "table")
-        options = _query_options(limit, score_threshold, hnsw_ef, exact)
+        options = query_options(limit, score_threshold, hnsw_ef, exact)
         (query,) = self._check_vectors([vector], space).tolist()
         scope = scope_filter(tenant, table, metadata_filter(where))
         name = await self._collection(tenant, table, space, create=False)
@@ -260,6 +282,7 @@ class VectorStore(VectorBackend):
         ]
 
     async def count(self, tenant: str, table: str, space: VectorSpace) -> int:
+        self.ensure_open()
         tenant, table = validate_name(tenant, "tenant"), validate_name(table, "table")
         name = await self._collection(tenant, table, space, create=False)
         return 0 if name is None else await self._count(name, scope_filter(tenant, table))
@@ -268,10 +291,11 @@ class VectorStore(VectorBackend):
         self, tenant: str, table: str, space: VectorSpace, record_ids: Sequence[str]
     ) -> dict[str, StoredState]:
         """The content and metadata hashes the store holds for those of ``record_ids`` it has."""
+        self.ensure_open()
         tenant, table = validate_name(tenant, "tenant"), validate_name(table, "table")
         if isinstance(record_ids, (str, bytes)):
             raise InputError("record_ids must be a list of record ids, not a single string")
-        ids = [validate_record_id(r, i) for i, r in enumerate(record_ids)]
+        ids = [validate_record_id(r, i, "record_ids") for i, r in enumerate(record_ids)]
         name = await self._collection(tenant, table, space, create=False)
         if name is None or not ids:
             return {}
@@ -286,6 +310,7 @@ class VectorStore(VectorBackend):
 
     async def spaces(self, tenant: str, table: str) -> list[str]:
         """The vector spaces this tenant's table has points in."""
+        self.ensure_open()
         tenant, table = validate_name(tenant, "tenant"), validate_name(table, "table")
         if self.cache is not None:  # the schema cache, when it knows this table completely
             known = await self.cache.table_spaces(tenant, table)
@@ -372,6 +397,9 @@ class VectorStore(VectorBackend):
         if not np.isfinite(array).all():
             bad = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
             raise InputError(f"vector {bad} holds NaN or infinite values", index=bad)
+        if not array.any(axis=1).all():  # cosine similarity with a zero vector means nothing
+            bad = int(np.flatnonzero(~array.any(axis=1))[0])
+            raise InputError(f"vector {bad} is all zeros: it has no direction to compare by", index=bad)
         return array
 
     @staticmethod
@@ -381,26 +409,6 @@ class VectorStore(VectorBackend):
                 raise TenantIsolationError(
                     "the store returned a point outside the requested tenant and table; the result was refused"
                 )
-
-
-def _query_options(limit: object, score_threshold: object, hnsw_ef: object, exact: object) -> QueryOptions:
-    """Search options, checked the same way for every backend before any call."""
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10_000:
-        raise InputError("limit must be an integer from 1 to 10000")
-    threshold: float | None = None
-    if score_threshold is not None:
-        if not isinstance(score_threshold, (int, float)) or isinstance(score_threshold, bool):
-            raise InputError(f"score_threshold must be a number, not {type(score_threshold).__name__}")
-        threshold = float(score_threshold)
-        if not math.isfinite(threshold):
-            raise InputError("score_threshold must be a finite number (not NaN or infinite)")
-    if hnsw_ef is not None and (
-        not isinstance(hnsw_ef, int) or isinstance(hnsw_ef, bool) or not 1 <= hnsw_ef <= MAX_HNSW_EF
-    ):
-        raise InputError(f"hnsw_ef must be an integer from 1 to {MAX_HNSW_EF}")
-    if not isinstance(exact, bool):
-        raise InputError(f"exact must be True or False, not {type(exact).__name__}")
-    return QueryOptions(limit, threshold, hnsw_ef, exact)
 
 
 def _payload(tenant: str, table: str, record_id: str, point: VectorPoint | MetadataUpdate) -> dict[str, Any]:
