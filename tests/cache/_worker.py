@@ -19,10 +19,10 @@ from tests.cache.conftest import embed_pipeline, fakes_yaml
 
 async def main(backend: str, location: str, tenant: str, count: int, prefix: str) -> dict[str, int]:
     if backend == "sqlite":
-        config = CacheConfig(sqlite_path=location, embeddings={"backend": "sqlite"})  # type: ignore[arg-type]
+        config = CacheConfig(enabled=True, sqlite_path=location, embeddings={"backend": "sqlite"})  # type: ignore[arg-type]
     else:
         url, key_prefix = location.split(" ", 1)
-        config = CacheConfig(redis_url=url, key_prefix=key_prefix, embeddings={"backend": "redis"})  # type: ignore[arg-type]
+        config = CacheConfig(enabled=True, redis_url=url, key_prefix=key_prefix, embeddings={"backend": "redis"})  # type: ignore[arg-type]
     yaml = fakes_yaml("a", pipelines=embed_pipeline("a"))
     async with PulseAI.from_yaml(yaml) as ai, Caches.from_config(config) as caches:
         cached = CachingRouter(ai.router("embedding"), caches)

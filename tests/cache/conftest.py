@@ -93,3 +93,9 @@ def redis_url() -> str:
 def key_prefix() -> str:
     """A prefix of our own in a Redis that other runs and projects share."""
     return f"pulse-ai-test:{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture(autouse=True)
+def _caches_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The suite turns caches off by default (PULSE_AI_CACHE=off); these tests are about them."""
+    monkeypatch.delenv("PULSE_AI_CACHE", raising=False)

@@ -82,7 +82,7 @@ async def test_a_sqlite_cache_is_shared_by_two_processes(tmp_path: Path, ai: Pul
     assert outcome(first)["cached"] == 0 and outcome(second)["cached"] == 0
     assert outcome(run_worker(path, "acme", 300, "second")) == {"requests": 0, "cached": 300}
     # and this process sees both
-    config = CacheConfig(sqlite_path=str(path), embeddings={"backend": "memory+sqlite"})  # type: ignore[arg-type]
+    config = CacheConfig(enabled=True, sqlite_path=str(path), embeddings={"backend": "memory+sqlite"})  # type: ignore[arg-type]
     async with Caches.from_config(config) as caches:
         cached = CachingRouter(ai.router("embedding"), caches)
         texts = ["first 7", "second 299"]
@@ -95,7 +95,7 @@ async def test_a_sqlite_cache_is_shared_by_two_processes(tmp_path: Path, ai: Pul
 
 
 async def test_counters_are_kept_in_the_persistent_tier(tmp_path: Path, ai: PulseAI) -> None:
-    config = CacheConfig(sqlite_path=str(tmp_path / "c.db"), embeddings={"backend": "sqlite"})  # type: ignore[arg-type]
+    config = CacheConfig(enabled=True, sqlite_path=str(tmp_path / "c.db"), embeddings={"backend": "sqlite"})  # type: ignore[arg-type]
     async with Caches.from_config(config) as caches:
         cached = CachingRouter(ai.router("embedding"), caches)
         await cached.embed(["a", "b"], ctx())
@@ -112,7 +112,7 @@ async def test_counters_are_kept_in_the_persistent_tier(tmp_path: Path, ai: Puls
 
 
 async def test_concurrent_sqlite_readers_and_writers_in_one_process(tmp_path: Path, ai: PulseAI) -> None:
-    config = CacheConfig(sqlite_path=str(tmp_path / "c.db"), embeddings={"backend": "sqlite"})  # type: ignore[arg-type]
+    config = CacheConfig(enabled=True, sqlite_path=str(tmp_path / "c.db"), embeddings={"backend": "sqlite"})  # type: ignore[arg-type]
     async with Caches.from_config(config) as caches:
         cached = CachingRouter(ai.router("embedding"), caches)
         batches = [[f"t{(i * 7 + j) % 40}" for j in range(10)] for i in range(30)]

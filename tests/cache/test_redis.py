@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def redis_config(url: str, prefix: str, backend: str = "redis", **extra: object) -> CacheConfig:
     levels = {name: {"backend": backend} for name in ("embeddings", "generation", "search")}
-    return CacheConfig(redis_url=url, key_prefix=prefix, schema={"backend": backend}, **levels, **extra)  # type: ignore[arg-type]
+    return CacheConfig(enabled=True, redis_url=url, key_prefix=prefix, schema={"backend": backend}, **levels, **extra)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -135,7 +135,7 @@ async def test_the_schema_follows_writes_and_replaces_the_listing(setup: tuple[I
 
 async def test_a_write_in_another_process_invalidates_through_the_shared_version(tmp_path: Path) -> None:
     """Two processes share the SQLite tier: the version a write bumps in one is read by the other."""
-    config = CacheConfig(sqlite_path=str(tmp_path / "c.db"), search={"backend": "memory+sqlite"})  # type: ignore[arg-type]
+    config = CacheConfig(enabled=True, sqlite_path=str(tmp_path / "c.db"), search={"backend": "memory+sqlite"})  # type: ignore[arg-type]
     first, second = QdrantServerStore(location=":memory:"), QdrantServerStore(location=":memory:")
     async with Caches.from_config(config) as one, Caches.from_config(config) as two:
         first.cache, second.cache = one.vector_cache(), two.vector_cache()

@@ -372,9 +372,6 @@ async def test_a_tenant_with_its_own_key_calls_with_it_and_trips_only_its_own_br
 ) -> None:
     from cryptography.fernet import Fernet
 
-    from pulse_ai import AuthenticationError
-    from pulse_ai.routing import BreakerState
-
     monkeypatch.setenv("PULSE_AI_SECRET_KEYS", Fernet.generate_key().decode())
     text = (
         "providers:\n"
@@ -389,18 +386,28 @@ async def test_a_tenant_with_its_own_key_calls_with_it_and_trips_only_its_own_br
         platform = await ai.platform()
         own, other = await new_tenant(ai), await new_tenant(ai)
         await platform.credentials.set(own, "oa", "sk-tenant-own-key-123")
-        await ai.tenant(own).generate("hello", pipeline="chat")
-        await ai.tenant(other).generate("hello", pipeline="chat")
-        assert [r.headers["authorization"] for r in fake.requests] == [
-            "Bearer sk-tenant-own-key-123",
-            "Bearer sk-platform-key-000",
-        ]
-        fake.script(ServerFault.http(401))
-        with pytest.raises(AuthenticationError) as info:
-            await ai.tenant(own).generate("bad key now", pipeline="chat")
-        assert "sk-tenant-own-key-123" not in str(info.value)
-        # the tenant's own breaker opened; the shared one did not: the other tenant is still served
-        served = await ai.tenant(other).generate("still fine", pipeline="chat")
-        assert served.text == "echo: still fine"
-        assert ai.health.states()["oa/gpt-4o-mini"] is BreakerState.CLOSED
-        assert ai._tenant_health[own].states()["oa/gpt-4o-mini"] is BreakerState.OPEN
+        try:
+            await _own_key_calls(ai, fake, own, other)
+        finally:  # the database is shared by the session: leave no row only this test's key can read
+            await platform.credentials.delete(own, "oa")
+
+
+async def _own_key_calls(ai: PulseAI, fake: FakeOpenAIServer, own: str, other: str) -> None:
+    from pulse_ai import AuthenticationError
+    from pulse_ai.routing import BreakerState
+
+    await ai.tenant(own).generate("hello", pipeline="chat")
+    await ai.tenant(other).generate("hello", pipeline="chat")
+    assert [r.headers["authorization"] for r in fake.requests] == [
+        "Bearer sk-tenant-own-key-123",
+        "Bearer sk-platform-key-000",
+    ]
+    fake.script(ServerFault.http(401))
+    with pytest.raises(AuthenticationError) as info:
+        await ai.tenant(own).generate("bad key now", pipeline="chat")
+    assert "sk-tenant-own-key-123" not in str(info.value)
+    # the tenant's own breaker opened; the shared one did not: the other tenant is still served
+    served = await ai.tenant(other).generate("still fine", pipeline="chat")
+    assert served.text == "echo: still fine"
+    assert ai.health.states()["oa/gpt-4o-mini"] is BreakerState.CLOSED
+    assert ai._tenant_health[own].states()["oa/gpt-4o-mini"] is BreakerState.OPEN
