@@ -23,7 +23,8 @@ AuthenticationError, BadRequestError,          502     the service's configurati
 MalformedResponseError (providers')                    is at fault, not the caller
 ProviderTimeoutError, the request deadline     504
 DatabaseError                                  503
-VectorSpaceError                               409     the table is in another vector space
+VectorSpaceError                               400     a vector of the wrong size, or a table
+                                                       indexed in another vector space
 VectorStoreError                               503     500 for TenantIsolationError / a purge left
                                                        incomplete (a bug or damage, not an outage)
 =============================================  ======  ==========================================
@@ -67,8 +68,8 @@ from pulse_ai.errors import (
 __all__ = ["HTTPProblem", "Problem", "error_body", "install_error_handlers", "problem_of"]
 
 log = logging.getLogger("pulse_ai.service")
-# The openai SDK retries 409 and 429 by itself; this header (which it honours) says not to: a budget
-# is not freed by waiting seconds, nor a vector space by asking again.
+# The openai SDK retries 429 by itself; this header (which it honours) says not to: a budget is not
+# freed by waiting a few seconds.
 NO_RETRY = {"x-should-retry": "false"}
 
 
@@ -150,7 +151,7 @@ def problem_of(error: BaseException) -> Problem:
     if isinstance(error, DatabaseError):
         return Problem(503, message, "service_unavailable", "database_unavailable")
     if isinstance(error, VectorSpaceError):
-        return Problem(409, message, "invalid_request_error", "vector_space_mismatch", dict(NO_RETRY))
+        return Problem(400, message, "invalid_request_error", "vector_space_mismatch")
     if isinstance(error, (TenantIsolationError, PurgeIncompleteError)):
         return Problem(500, message, "server_error", "vector_store_error")
     if isinstance(error, VectorStoreError):
