@@ -38,7 +38,7 @@ def settings(**overrides: Any) -> ServiceSettings:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceServer]:
     tmp = tmp_path_factory.mktemp("service")
-    with ServiceServer(service_yaml(tmp, slow_latency=0.5), settings()) as running:
+    with ServiceServer(service_yaml(tmp, slow_latency=2.0), settings()) as running:
         yield running
 
 

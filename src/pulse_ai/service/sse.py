@@ -2,10 +2,11 @@
 
 The response is sent only once the first delta is there (so an error before it is a plain HTTP
 error). While it streams, the client's connection is watched: when the client goes away, the
-pending read is cancelled and the stream closed at once, which closes the provider's stream and
-frees its slot; the ledger records what was consumed (``abandoned`` when the client left between
-two chunks, ``cancelled`` when it left while a chunk was awaited). An error after the first
-delta is sent as a last event ``{"error": {...}}``, which the openai SDK raises as ``APIError``.
+pending read is cancelled (as ``abandoned``: the consumer left) and the stream closed at once,
+which closes the provider's stream and frees its slot; the ledger records what was consumed, as
+``abandoned``; if this task itself is cancelled (shutdown), the stream ends ``cancelled``. An error
+after the first delta is sent as a last event ``{"error": {...}}``, which the openai SDK raises as
+``APIError``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from pulse_ai.service.errors import error_body, problem_of
-from pulse_ai.streams import GenerationStream
+from pulse_ai.streams import ABANDONED, GenerationStream
 
 __all__ = ["FINISH_REASONS", "ChatStreamResponse"]
 
@@ -140,7 +141,7 @@ class ChatStreamResponse(Response):
         the pending read is cancelled, the stream closed (the provider's with it) and accounted."""
         try:
             if reader is not None and not reader.done():
-                reader.cancel()
+                reader.cancel(msg=ABANDONED if self.client_left else None)
                 await asyncio.wait({reader})
             await self.stream.aclose()
         finally:
