@@ -258,7 +258,10 @@ class _Remote:
         except httpx.HTTPError as exc:
             where = self.client.base_url
             raise PulseAIError(f"the service at {where} cannot be reached ({type(exc).__name__})") from None
-        data = response.json() if response.content else {}
+        try:
+            data = response.json() if response.content else {}
+        except ValueError:  # not JSON (a proxy's error page, say)
+            data = {}
         if response.status_code >= 400:
             message = data.get("error", {}).get("message") if isinstance(data, dict) else None
             raise PulseAIError(f"the service answered {response.status_code}: {message or response.text[:300]}")

@@ -87,6 +87,17 @@ async def test_budget_exceeded_is_a_429_naming_the_budget_that_the_sdk_does_not_
     assert server.fake("a").calls == [] and await ledger(server, acme.tenant) == []
 
 
+async def test_a_stream_over_budget_is_refused_before_its_first_chunk(server: ServiceServer) -> None:
+    acme = await make_tenant(server, "acme")
+    async with http(server, ADMIN) as admin:
+        await admin.put(f"/admin/tenants/{acme.tenant}/budgets", json={"limit_tokens": 1, "period": "day"})
+    with pytest.raises(openai.RateLimitError, match="budget exceeded"):
+        await sdk(server, acme.key).chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+    assert server.fake("a").calls == []
+
+
 async def test_a_body_over_the_limit_is_413_whether_its_length_is_declared_or_not(server: ServiceServer) -> None:
     acme = await make_tenant(server, "acme")
     big = {"model": "embedding", "input": ["x" * 9000] * 8}  # about 72 KiB of JSON

@@ -8,8 +8,9 @@
 
 from __future__ import annotations
 
+import itertools
+import secrets
 import time
-import uuid
 from typing import Any
 
 from starlette.datastructures import MutableHeaders
@@ -23,6 +24,14 @@ from pulse_ai.service.state import RequestInfo
 __all__ = ["BodyTooLarge", "ServiceMiddleware"]
 
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
+# Request ids of requests that make no ledger call: 32 hex characters, a random prefix per process
+# and a counter (unique across replicas without a random draw per request).
+_ID_PREFIX = secrets.token_hex(8)
+_ids = itertools.count()
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ids):016x}"
 
 
 class BodyTooLarge(StarletteHTTPException):
@@ -47,7 +56,7 @@ class ServiceMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        info = RequestInfo(uuid.uuid4().hex)
+        info = RequestInfo(new_request_id())
         scope.setdefault("state", {})["pulse_request"] = info
         status = 500
         answered_at: float | None = None
