@@ -35,7 +35,9 @@ from tests.service.harness import ServiceServer, service_yaml
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceServer]:
     tmp = tmp_path_factory.mktemp("operations")
-    with ServiceServer(service_yaml(tmp), settings(tenant_label_limit=2)) as running:
+    # breakers that stay open for 3 s (long enough to look at them, short enough to wait for)
+    yaml = service_yaml(tmp).replace("cooldown_seconds: 0.5", "cooldown_seconds: 3")
+    with ServiceServer(yaml, settings(tenant_label_limit=2)) as running:
         yield running
 
 
@@ -80,9 +82,14 @@ async def test_readiness_is_503_while_every_breaker_of_a_pipeline_is_open(server
         assert failed.status_code == 503
     down = await _ready(server)
     assert down.status_code == 503
-    assert any(
-        r.startswith("pipeline chat: the circuit breaker of every candidate is open") for r in down.json()["reasons"]
-    )
+    reasons = down.json()["reasons"]
+    assert any(r.startswith("pipeline chat: the circuit breaker of every candidate is open") for r in reasons)
+    async with http(server, acme.headers) as plain:
+        body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+        refused = await plain.post("/v1/chat/completions", json=body)
+    assert refused.status_code == 503
+    if hasattr(pulse_errors, "CircuitOpenError"):  # every breaker open fails fast, saying when to retry
+        assert int(refused.headers["retry-after"]) >= 1
     async with http(server, ADMIN) as admin:
         scraped = (await admin.get("/metrics")).text
     assert 'pulse_ai_circuit_breaker_state{model="a/gpt-4o-mini",state="open"} 1.0' in scraped
