@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from pulse_ai import ConfigError, DatabaseError, PulseAI
+from pulse_ai import errors as pulse_errors
 from pulse_ai.db import Database
 from pulse_ai.service import check_workers
 from pulse_ai.testing import Fault
