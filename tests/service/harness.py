@@ -22,7 +22,13 @@ EMB = "text-embedding-3-small"
 CHAT = "gpt-4o-mini"
 
 
-def service_yaml(tmp: Path, *, extra_pipelines: str = "", slow_latency: float = 0.0) -> str:
+# Breakers that tests of failures do not trip by accident (a test of breakers passes its own).
+QUIET_BREAKER = "{window: 50, min_calls: 50}"
+
+
+def service_yaml(
+    tmp: Path, *, extra_pipelines: str = "", slow_latency: float = 0.0, breaker: str = QUIET_BREAKER
+) -> str:
     """Two fake providers (a, b) behind an embedding and a chat pipeline, a slow one for streams,
     the embedded store and SQLite in ``tmp``."""
     models = f"[{{name: {EMB}, dimensions: 64}}, {{name: {CHAT}}}]"
@@ -32,9 +38,8 @@ def service_yaml(tmp: Path, *, extra_pipelines: str = "", slow_latency: float = 
         f"  b: {{type: fake, models: {models}}}\n"
         f"  slow: {{type: fake, latency: {slow_latency}, models: [{{name: {CHAT}}}]}}\n"
         "pipelines:\n"
-        f"  embedding: {{kind: embedding, candidates: [a/{EMB}, b/{EMB}]}}\n"
-        f"  chat: {{kind: generation, candidates: [a/{CHAT}, b/{CHAT}],\n"
-        "         breaker: {window: 4, min_calls: 2, failure_rate: 0.5, cooldown_seconds: 0.5}}\n"
+        f"  embedding: {{kind: embedding, candidates: [a/{EMB}, b/{EMB}], breaker: {breaker}}}\n"
+        f"  chat: {{kind: generation, candidates: [a/{CHAT}, b/{CHAT}], breaker: {breaker}}}\n"
         f"  slow_chat: {{kind: generation, candidates: [slow/{CHAT}]}}\n"
         f"{extra_pipelines}"
         f"vector_store: {{backend: embedded, path: '{tmp / 'vectors'}'}}\n"

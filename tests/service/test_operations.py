@@ -36,8 +36,9 @@ from tests.service.harness import ServiceServer, service_yaml
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceServer]:
     tmp = tmp_path_factory.mktemp("operations")
-    # breakers that stay open for 3 s (long enough to look at them, short enough to wait for)
-    yaml = service_yaml(tmp).replace("cooldown_seconds: 0.5", "cooldown_seconds: 3")
+    # breakers that open after two failures and stay open for 3 s (long enough to look at them,
+    # short enough to wait for)
+    yaml = service_yaml(tmp, breaker="{window: 4, min_calls: 2, failure_rate: 0.5, cooldown_seconds: 3}")
     with ServiceServer(yaml, settings(tenant_label_limit=2)) as running:
         yield running
 
