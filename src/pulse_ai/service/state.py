@@ -71,7 +71,7 @@ class ServiceState:
     async def caller(self, request: Request, scope: str | None) -> Caller:
         raw = bearer_token(request)
         try:
-            async with self.deadline("verifying the API key"):
+            async with self.deadline("verifying the API key", database=True):
                 key = await self.keys.verify(raw, scope)
         except ApiKeyRefusedError:
             self.metrics.refused_keys.inc()
@@ -79,8 +79,10 @@ class ServiceState:
         return Caller(key, self.ai.tenant(key.tenant_id, api_key_id=key.id))
 
     # ---- calls -------------------------------------------------------------------------------
-    def deadline(self, what: str) -> _Deadline:
-        return _Deadline(self.settings.request_timeout_s, what)
+    def deadline(self, what: str, *, database: bool = False) -> _Deadline:
+        """The request deadline around ``what``: its expiry is a 504, or (``database``) a
+        ``DatabaseError`` (503), for a step that only talks to the database."""
+        return _Deadline(self.settings.request_timeout_s, what, database)
 
     def admit(self, caller: Caller, tokens: int) -> Admission | None:
         """Take one request and ``tokens`` from the key's rate limits, or refuse with 429."""
@@ -125,9 +127,10 @@ class ServiceState:
 class _Deadline:
     """``asyncio.timeout`` whose expiry is a 504 naming what took too long."""
 
-    def __init__(self, seconds: float, what: str) -> None:
+    def __init__(self, seconds: float, what: str, database: bool) -> None:
         self.seconds = seconds
         self.what = what
+        self.database = database
         self._timeout: asyncio.Timeout | None = None
 
     async def __aenter__(self) -> None:
@@ -139,7 +142,7 @@ class _Deadline:
         try:
             await self._timeout.__aexit__(exc_type, exc, tb)  # type: ignore[arg-type]
         except TimeoutError:
-            if self.what.startswith("verifying"):
+            if self.database:
                 raise DatabaseError(f"{self.what} took longer than {self.seconds:g} s") from None
             raise HTTPProblem.of(
                 504, f"{self.what} took longer than the service's deadline of {self.seconds:g} s", "timeout", "timeout"
