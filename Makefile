@@ -18,8 +18,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
+# The demo indexing (printed as it goes), then the service on 127.0.0.1:8000 with a fresh key for
+# the demo tenant acme-shop and working curl / openai examples; Ctrl-C stops it cleanly.
 run: $(STAMP)
 	$(BIN)/pulse-ai demo
+	$(BIN)/pulse-ai serve --demo-key acme-shop --host 127.0.0.1 --port 8000
 
 test: $(STAMP) lint typecheck unit
 

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from pulse_ai import cli_admin
+from pulse_ai import cli_admin, cli_service
 from pulse_ai.cli_cache import app as cache_app
 from pulse_ai.cli_vectors import app as vectors_app
 from pulse_ai.client import PulseAI
@@ -30,6 +30,9 @@ app.add_typer(cli_admin.keys_app, name="keys")
 app.add_typer(cli_admin.budgets_app, name="budgets")
 app.add_typer(cli_admin.usage_app, name="usage")
 app.add_typer(cli_admin.credentials_app, name="credentials")
+app.command("serve")(cli_service.serve)
+app.command("index")(cli_service.index)
+app.command("search")(cli_service.search)
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="A YAML configuration (default: the offline one).")

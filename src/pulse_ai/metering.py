@@ -171,35 +171,45 @@ class Meter:
     ) -> T:
         platform = await self._platform()
         reservation = await platform.reserve(context.tenant_id, route.pipeline, worst, tokens)
+        # An enclosing sink (the HTTP service's, around a request) hears of every attempt of the call.
+        outer = attempt_sink.get()
         finished: list[Attempt] = []
         token = attempt_sink.set(finished)
         started = time.perf_counter()
         try:
             result = await call()
         except asyncio.CancelledError:
-            await self._record(tuple(finished), context, operation, reservation)
+            await self._record(tuple(finished), context, operation, reservation, outer)
             raise
         except (ProviderError, AllProvidersFailed) as error:
             # every breaker open: no call was made, nothing to record (the reservation is released)
             attempts = error.attempts or (
                 () if isinstance(error, AllProvidersFailed) else (_lone_attempt(error, started),)
             )
-            await self._record(attempts, context, operation, reservation)
+            await self._record(attempts, context, operation, reservation, outer)
             raise
         except BaseException:
-            await self._record(tuple(finished), context, operation, reservation)
+            await self._record(tuple(finished), context, operation, reservation, outer)
             raise
         finally:
             attempt_sink.reset(token)
-        await self._record(getattr(result, "attempts", ()), context, operation, reservation)
+        await self._record(getattr(result, "attempts", ()), context, operation, reservation, outer)
         if isinstance(result, (EmbeddingResult, GenerationResult)):
             return replace(result, request_id=context.request_id)
         return result
 
     async def _record(
-        self, attempts: Sequence[Attempt], context: CallContext, operation: Operation, reservation: Reservation
+        self,
+        attempts: Sequence[Attempt],
+        context: CallContext,
+        operation: Operation,
+        reservation: Reservation,
+        outer: list[Attempt] | None = None,
     ) -> None:
-        """Commit the attempts' rows and settle the reservation to what they cost, together."""
+        """Commit the attempts' rows and settle the reservation to what they cost, together; an
+        enclosing sink (``outer``) gets the attempts too."""
+        if outer is not None:
+            outer.extend(attempts)
         platform = await self._platform()
         total = Usage.total(tuple(a.usage for a in attempts))
         settle = [(reservation, total.cost_usd, total.total_tokens)]

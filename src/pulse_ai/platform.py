@@ -109,6 +109,10 @@ class Platform:
         self._settings[tenant_id] = (now + SETTINGS_TTL_S, settings)
         return settings
 
+    def forget_settings(self, tenant_id: str) -> None:
+        """Drop the cached settings of a tenant (after changing them), so they apply at once here."""
+        self._settings.pop(tenant_id, None)
+
     async def close(self) -> None:
         try:
             await self.usage.close()

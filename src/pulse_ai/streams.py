@@ -15,6 +15,10 @@ that breaks out of it without the ``async with`` should call ``await stream.aclo
 However a stream ends, it ends once: ``ok`` (exhausted), ``abandoned`` (closed early), ``cancelled``,
 or the error kind; its attempts are then final and the ``on_finish`` callbacks run (the usage
 ledger records them there, with estimated tokens for what was consumed of an unfinished stream).
+
+A consumer that leaves while a read is pending in another task (an HTTP client that disconnects
+while the next chunk is awaited) cancels that task with ``task.cancel(msg=ABANDONED)``: the stream
+then ends ``abandoned`` (the consumer left), not ``cancelled``, at every level down to the provider.
 """
 
 from __future__ import annotations
@@ -28,7 +32,10 @@ from pulse_ai.accounting import Attempt
 from pulse_ai.errors import error_kind
 from pulse_ai.types import GenerationResult
 
-__all__ = ["GenerationStream", "relay"]
+__all__ = ["ABANDONED", "GenerationStream", "relay"]
+
+# The cancellation message of a read stopped because its consumer left (see the module docstring).
+ABANDONED = "pulse-ai: the stream's consumer left"
 
 FinishCallback = Callable[["GenerationStream"], Awaitable[None] | None]
 AttemptsOf = Callable[["GenerationStream"], tuple[Attempt, ...]]
@@ -87,9 +94,9 @@ class GenerationStream:
         except StopAsyncIteration:
             await self._finish("ok")
             raise
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as cancel:
             await self._close_source()
-            await self._finish("cancelled")
+            await self._finish(_cancel_outcome(cancel))
             raise
         except BaseException as error:
             await self._close_source()
@@ -112,7 +119,7 @@ class GenerationStream:
         if self.finished:
             return
         await self._close_source()
-        await self._finish("cancelled" if isinstance(exc, asyncio.CancelledError) else "abandoned")
+        await self._finish(_cancel_outcome(exc) if isinstance(exc, asyncio.CancelledError) else "abandoned")
 
     # ---- internals ---------------------------------------------------------------------------
     async def _close_source(self) -> None:
@@ -153,3 +160,7 @@ def relay(
             yield finish(inner.result) if finish is not None else inner.result
 
     return GenerationStream(chunks(), lambda _: opened[0].attempts if opened else ())
+
+
+def _cancel_outcome(cancel: asyncio.CancelledError) -> str:
+    return "abandoned" if cancel.args == (ABANDONED,) else "cancelled"

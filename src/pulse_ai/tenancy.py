@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from pulse_ai.catalog import Capability
 from pulse_ai.context import CallContext
-from pulse_ai.errors import PipelineNotAllowedError
+from pulse_ai.errors import NotFoundError, PipelineNotAllowedError
 from pulse_ai.streams import GenerationStream, relay
 from pulse_ai.types import (
     EmbeddingResult,
@@ -40,12 +40,12 @@ from pulse_ai.usage import UsageSummaryRow
 from pulse_ai.usage.reports import GroupBy
 from pulse_ai.vectors.base import PurgeReport, SearchHit
 from pulse_ai.vectors.indexer import Indexer, IndexReport, Record
-from pulse_ai.vectors.scope import VectorSpace
+from pulse_ai.vectors.scope import VectorSpace, validate_name
 
 if TYPE_CHECKING:
     from pulse_ai.client import PulseAI
 
-__all__ = ["TenantAI", "TenantIndexer", "TenantUsage"]
+__all__ = ["TenantAI", "TenantIndexer", "TenantTable", "TenantUsage"]
 
 Messages = str | Sequence[Message | dict[str, str]]
 
@@ -123,6 +123,16 @@ class TenantAI:
         return route, self.context.for_call(route.pipeline)
 
 
+@dataclass(frozen=True)
+class TenantTable:
+    """One of a tenant's tables: the records it holds now, its index runs and when the last began."""
+
+    name: str
+    count: int
+    runs: int
+    last_indexed_at: datetime
+
+
 class TenantIndexer:
     """An indexer bound to one tenant: every read and write is in that tenant's scope, and each
     ``index`` run is recorded (``index_runs``) for the platform's ETL side."""
@@ -170,6 +180,22 @@ class TenantIndexer:
     async def purge(self) -> PurgeReport:
         """Remove every point of this tenant, in every table and vector space."""
         return await self._indexer.purge_tenant(self.tenant_id)
+
+    async def tables(self) -> list[TenantTable]:
+        """The tables this tenant has indexed into (from its index runs), with their record counts."""
+        platform = await self._ai.platform()
+        indexed = await platform.index_runs.tables(self.tenant_id)
+        return [TenantTable(t.table, await self.count(t.table), t.runs, t.last_indexed_at) for t in indexed]
+
+    async def table(self, name: str) -> TenantTable:
+        """One of this tenant's tables; ``NotFoundError`` when it has never indexed into ``name``
+        (whatever other tenants hold: the answer depends on this tenant's records only)."""
+        name = validate_name(name, "table")
+        platform = await self._ai.platform()
+        indexed = await platform.index_runs.tables(self.tenant_id, table=name)
+        if not indexed:
+            raise NotFoundError(f"no table {name!r}")
+        return TenantTable(name, await self.count(name), indexed[0].runs, indexed[0].last_indexed_at)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pulse_ai.db.api_keys import ApiKey, ApiKeys, CreatedApiKey
 from pulse_ai.db.credentials import SECRET_KEYS_ENV, CredentialInfo, Credentials, SecretKeyring
 from pulse_ai.db.database import DEFAULT_URL, Database, normalize_url
 from pulse_ai.db.ids import SYSTEM_TENANT, new_id, validate_tenant_id
-from pulse_ai.db.index_runs import IndexRun, IndexRuns
+from pulse_ai.db.index_runs import IndexedTable, IndexRun, IndexRuns
 from pulse_ai.db.models import BudgetMode, BudgetPeriod, IndexRunStatus, ReservationStatus, TenantStatus
 from pulse_ai.db.money import nano_to_usd, usd_to_nano
 from pulse_ai.db.tenants import Tenant, Tenants, TenantSettings
@@ -28,6 +28,7 @@ __all__ = [
     "IndexRun",
     "IndexRunStatus",
     "IndexRuns",
+    "IndexedTable",
     "ReservationStatus",
     "SecretKeyring",
     "Tenant",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from pulse_ai.db.database import Database, load
 from pulse_ai.db.ids import new_id, validate_tenant_id
@@ -14,7 +15,7 @@ from pulse_ai.db.types import utcnow
 from pulse_ai.errors import NotFoundError
 from pulse_ai.vectors.scope import validate_name
 
-__all__ = ["IndexRun", "IndexRuns"]
+__all__ = ["IndexRun", "IndexRuns", "IndexedTable"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,15 @@ class IndexRun:
     unchanged: int
     failed: int
     error: str | None
+
+
+@dataclass(frozen=True)
+class IndexedTable:
+    """A table a tenant has indexed into: how many runs, and when the last one started."""
+
+    table: str
+    runs: int
+    last_indexed_at: datetime
 
 
 def _run(row: IndexRunRow) -> IndexRun:
@@ -114,3 +124,17 @@ class IndexRuns:
         async with self.db.read("list index runs") as connection:
             rows = await load(connection, query)
         return [_run(row) for row in rows]
+
+    async def tables(self, tenant_id: str, *, table: str | None = None) -> builtins.list[IndexedTable]:
+        """The tables the tenant has indexed into (only that tenant's), by name; ``table`` for one."""
+        query = (
+            select(IndexRunRow.table_name, func.count(), func.max(IndexRunRow.started_at))
+            .where(IndexRunRow.tenant_id == validate_tenant_id(tenant_id))
+            .group_by(IndexRunRow.table_name)
+            .order_by(IndexRunRow.table_name)
+        )
+        if table is not None:
+            query = query.where(IndexRunRow.table_name == table)
+        async with self.db.read("list indexed tables") as connection:
+            rows = (await connection.execute(query)).all()
+        return [IndexedTable(name, int(runs), last) for name, runs, last in rows]

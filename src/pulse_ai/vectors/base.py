@@ -183,3 +183,8 @@ class VectorBackend(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Flush and release the backend."""
+
+    async def ping(self) -> None:
+        """Health: one cheap call (list the collections); ``VectorStoreError`` when the store cannot
+        answer (a server that is down, a closed store)."""
+        await self._list_collections()

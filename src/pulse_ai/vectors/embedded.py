@@ -323,6 +323,11 @@ class EmbeddedVectorStore(VectorStore):
         with self._state:  # no create is half-way meanwhile
             return purge_leftovers(self.path, tenant)
 
+    async def ping(self) -> None:
+        if self._closed:
+            raise VectorStoreError(f"the vector store at {self.path} is closed")
+        await super().ping()
+
     async def close(self) -> None:
         """Flush and close every shard, record each one's files and points, and release the lock.
         Index builds still due are left due (in the manifests): the next open resumes them."""
