@@ -266,8 +266,8 @@ providers:
     type: custom_gateway
     base_url: http://127.0.0.1:8000/v1
     {key}
-    models: [{{name: llama, capabilities: [generation], max_input_tokens: 8, input_price_per_million: 0,
-              output_price_per_million: 0}}]
+    models: [{{name: llama, capabilities: [generation], max_input_tokens: 8, max_output_tokens: 8,
+              input_price_per_million: 0, output_price_per_million: 0}}]
 """
 
 

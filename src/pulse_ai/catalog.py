@@ -219,13 +219,11 @@ class Catalog:
             missing.append("max_input_tokens")
         if not local and model.input_price_per_million is None:
             missing.append("input_price_per_million")
-        if (
-            not local
-            and model.capabilities
-            and Capability.GENERATION in model.capabilities
-            and model.output_price_per_million is None
-        ):
+        generation = bool(model.capabilities) and Capability.GENERATION in (model.capabilities or [])
+        if not local and generation and model.output_price_per_million is None:
             missing.append("output_price_per_million")
+        if generation and model.max_output_tokens is None:
+            missing.append("max_output_tokens")  # budgets reserve a generation's longest answer
         if missing:
             raise UnknownModelError(
                 f"model {model.name!r} is not in the catalog; declare {', '.join(missing)} for it "

@@ -30,7 +30,7 @@ from pulse_ai.config import (
 from pulse_ai.context import SYSTEM_TENANT, CallContext
 from pulse_ai.db import IndexRuns, TenantSettings
 from pulse_ai.errors import InputError
-from pulse_ai.metering import Meter, Route
+from pulse_ai.metering import DEFAULT_LONGEST_S, Meter, Route
 from pulse_ai.platform import Platform, PlatformHolder
 from pulse_ai.providers.base import HealthStatus, Provider
 from pulse_ai.providers.registry import create_provider
@@ -44,6 +44,8 @@ from pulse_ai.vectors.base import PurgeReport
 __all__ = ["DEFAULT_CONFIG", "PulseAI"]
 
 DEFAULT_CONFIG = "default.yaml"
+# Back-off the openai SDK may wait between two retries (it caps Retry-After it honours).
+RETRY_ALLOWANCE_S = 60.0
 Messages = str | Sequence[Message | dict[str, str]]
 
 
@@ -200,7 +202,7 @@ class PulseAI:
                 router.name, router.config, candidates, health=_SplitHealth(self.health, health, own)
             )
             self._tenant_routers[key] = tenant_router
-        return Route(self._cached(self._tenant_routers[key]), route.pipeline, route.models)
+        return Route(self._cached(self._tenant_routers[key]), route.pipeline, route.models, route.longest_s)
 
     def _tenant_provider(self, tenant_id: str, name: str, secret: SecretStr) -> Provider:
         fingerprint = hashlib.sha256(secret.get_secret_value().encode()).hexdigest()
@@ -222,9 +224,8 @@ class PulseAI:
     def route(self, model: str | None, pipeline: str | None, capability: Capability) -> Route:
         """How a call goes: the router (one model for ``model=``) and the models it may use."""
         router = self._route(model, pipeline, capability)
-        return Route(
-            self._cached(router), None if model is not None else router.name, tuple(c.model for c in router.candidates)
-        )
+        models = tuple(c.model for c in router.candidates)
+        return Route(self._cached(router), None if model is not None else router.name, models, _longest_s(router))
 
     # ---- capabilities --------------------------------------------------------------------
     async def embed(
@@ -372,6 +373,18 @@ class PlatformIndexer(Indexer):
         report = await super().purge_tenant(tenant)
         await self._ai.caches.purge_tenant(tenant)
         return report
+
+
+def _longest_s(router: Router) -> float:
+    """How long a call through ``router`` can take at most: every candidate's attempts (the SDK's
+    retries included, with room for their back-off), one after the other."""
+    total = 0.0
+    for candidate in router.candidates:
+        config = candidate.provider.config
+        timeout = float(getattr(config, "timeout", 30.0))
+        retries = int(getattr(config, "max_retries", 0))
+        total += (timeout + RETRY_ALLOWANCE_S) * (retries + 1)
+    return max(DEFAULT_LONGEST_S, total)
 
 
 def _health_attempt(spec: ModelSpec, status: HealthStatus) -> Attempt:

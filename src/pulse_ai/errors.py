@@ -323,10 +323,10 @@ class TenantSuspendedError(PulseAIError):
 class PipelineNotAllowedError(PulseAIError):
     """The tenant's settings do not allow this pipeline (or ``provider/model``)."""
 
-    def __init__(self, tenant_id: str, name: str) -> None:
+    def __init__(self, tenant_id: str, name: str, why: str | None = None) -> None:
         self.tenant_id = tenant_id
         self.name = name
-        super().__init__(f"tenant {tenant_id!r} may not use {name!r}")
+        super().__init__(f"tenant {tenant_id!r} may not use {name!r}" + (f" ({why})" if why else ""))
 
 
 class ApiKeyRefusedError(PulseAIError):

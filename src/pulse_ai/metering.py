@@ -12,9 +12,11 @@ calls into one transaction). Money spent on a call that failed is recorded from 
 attempts; a cancelled call records the attempts that finished and releases the rest of its
 reservation. A stream reserves on its first read and records when it ends, however it ends.
 
-Worst cases: an embedding costs its estimated tokens (the offline estimate errs high) at the
-dearest candidate's price; a generation its estimated input plus ``max_tokens`` (else the model's
-output limit, else ``DEFAULT_MAX_OUTPUT``) at the dearest candidate's prices.
+Worst cases are bounds, not estimates, so that a call never settles above what it reserved: an
+embedding costs ``tokens.token_ceiling`` of its texts (no tokenizer makes more tokens than UTF-8
+bytes) at the dearest candidate's price; a generation the same bound of its messages plus
+``max_tokens`` within the model's output limit (else that limit) at the dearest candidate's
+prices. Providers' token counts above these bounds are not believed (``providers.wire.read_usage``).
 """
 
 from __future__ import annotations
@@ -30,10 +32,10 @@ from typing import Protocol, TypeVar
 from pulse_ai.accounting import Attempt, Usage, attempt_sink
 from pulse_ai.catalog import ModelSpec
 from pulse_ai.context import CallContext
-from pulse_ai.errors import AllProvidersFailed, DatabaseError, ProviderError
+from pulse_ai.errors import AllProvidersFailed, DatabaseError, ProviderError, ProviderTimeoutError
 from pulse_ai.platform import Platform
 from pulse_ai.streams import GenerationStream, relay
-from pulse_ai.tokens import estimate_many
+from pulse_ai.tokens import EMBEDDING_OVERHEAD_TOKENS, prompt_ceiling, token_ceiling
 from pulse_ai.types import (
     EmbeddingResult,
     GenerationParams,
@@ -50,8 +52,10 @@ T = TypeVar("T")
 logger = logging.getLogger("pulse_ai.metering")
 # A generation with no max_tokens and a model with no declared output limit reserves this many.
 DEFAULT_MAX_OUTPUT = 4096
-# Tokens of chat framing per message (role, separators), on top of the content's estimate.
-MESSAGE_OVERHEAD_TOKENS = 4
+# A reservation lives at least this long (a crashed caller's is released after it)...
+DEFAULT_LONGEST_S = 600.0
+# ...and a stream with a budget behind it ends this long before its reservation would expire.
+STREAM_MARGIN_S = 30.0
 
 
 class Routed(Protocol):
@@ -76,6 +80,9 @@ class Route:
     routed: Routed
     pipeline: str | None
     models: tuple[ModelSpec, ...]
+    # the longest the call may take (every candidate's timeout and retries): its reservation
+    # lives that long, and a stream is cut before its reservation could expire
+    longest_s: float = DEFAULT_LONGEST_S
 
 
 def usage_rows(attempts: Sequence[Attempt], context: CallContext, operation: Operation) -> list[UsageRow]:
@@ -121,7 +128,8 @@ class Meter:
         checked = validate_texts(texts)  # bad input fails before anything is reserved or sent
         if not checked:
             return await route.routed.embed(checked, context)  # nothing to send, nothing to record
-        tokens = sum(await estimate_many(checked))
+        # no tokenizer makes more (2: a local model's [CLS]/[SEP]); providers' counts are held to it
+        tokens = token_ceiling(checked, EMBEDDING_OVERHEAD_TOKENS)
         worst = max((spec.cost_usd(tokens) for spec in route.models), default=Decimal(0))
         return await self._metered(
             route, context, Operation.EMBED, worst, tokens, lambda: route.routed.embed(checked, context)
@@ -140,18 +148,30 @@ class Meter:
     ) -> GenerationStream:
         held: list[Reservation] = []
 
+        deadline: list[float] = []
+
         async def open_inner() -> GenerationStream:
             worst, tokens = await self._generation_worst_case(route, messages, params)
             platform = await self._platform()
-            held.append(await platform.reserve(context.tenant_id, route.pipeline, worst, tokens))
+            reservation = await _reserve(platform, context, route, worst, tokens)
+            held.append(reservation)
+            if reservation.holds:  # a budget holds this stream's money: end it before the hold does
+                deadline.append(time.monotonic() + route.longest_s - STREAM_MARGIN_S)
             return route.routed.stream(messages, params, context)
+
+        def within_reservation() -> None:
+            if deadline and time.monotonic() > deadline[0]:
+                raise ProviderTimeoutError(
+                    f"the stream ran past {route.longest_s - STREAM_MARGIN_S:.0f} s, the longest its budget "
+                    "reservation allows (raise the providers' timeout to allow longer streams)"
+                )
 
         async def record(stream: GenerationStream) -> None:
             if not held:
                 return  # refused before any call (budget, tenant): nothing was consumed
             await self._record(stream.attempts, context, Operation.STREAM, held[0])
 
-        outer = relay(open_inner, lambda result: replace(result, request_id=context.request_id))
+        outer = relay(open_inner, lambda result: replace(result, request_id=context.request_id), within_reservation)
         outer.on_finish(record)
         return outer
 
@@ -170,7 +190,7 @@ class Meter:
         call: Callable[[], Awaitable[T]],
     ) -> T:
         platform = await self._platform()
-        reservation = await platform.reserve(context.tenant_id, route.pipeline, worst, tokens)
+        reservation = await _reserve(platform, context, route, worst, tokens)
         # An enclosing sink (the HTTP service's, around a request) hears of every attempt of the call.
         outer = attempt_sink.get()
         finished: list[Attempt] = []
@@ -211,17 +231,21 @@ class Meter:
         if outer is not None:
             outer.extend(attempts)
         platform = await self._platform()
-        total = Usage.total(tuple(a.usage for a in attempts))
+        # what providers were paid: cache hits cost nothing and consume no budget tokens
+        total = Usage.total(tuple(a.usage for a in attempts if a.outcome != "cached"))
         settle = [(reservation, total.cost_usd, total.total_tokens)]
         rows = usage_rows(attempts, context, operation)
         try:
+            if platform.unrecorded:
+                await platform.record_unrecorded()
             await _shielded(platform.usage.ledger.record(rows, settle=settle))
         except DatabaseError:
             # The database went away during the call: until it answers again, calls fail before
-            # any provider is called. What this call consumed goes to the log (no secrets in it).
-            platform.healthy = False
+            # any provider is called, and these rows (and the settlement) are kept to be written
+            # as soon as it does (they are logged too, in case this process ends first).
+            platform.keep_unrecorded(rows, settle)
             logger.error(
-                "usage not recorded (database unavailable): tenant=%s request=%s attempts=%s billed_usd=%s",
+                "usage not recorded yet (database unavailable): tenant=%s request=%s attempts=%s billed_usd=%s",
                 context.tenant_id,
                 context.request_id,
                 [(a.model, a.outcome, a.usage.input_tokens, a.usage.output_tokens) for a in attempts],
@@ -234,13 +258,14 @@ class Meter:
         route: Route, messages: Sequence[Message], params: GenerationParams | None
     ) -> tuple[Decimal, int]:
         checked = normalise_messages(messages)
-        counts = await estimate_many([m.content for m in checked])
-        prompt = sum(counts) + MESSAGE_OVERHEAD_TOKENS * len(checked)
+        prompt = prompt_ceiling([m.content for m in checked])
         requested = params.max_tokens if params is not None else None
         worst = Decimal(0)
         most_output = 0
         for spec in route.models:
-            output = requested or spec.max_output_tokens or DEFAULT_MAX_OUTPUT
+            limit = spec.max_output_tokens or DEFAULT_MAX_OUTPUT
+            # a model never answers with more than its limit, whatever was asked for
+            output = min(requested, limit) if requested is not None and spec.max_output_tokens else requested or limit
             most_output = max(most_output, output)
             worst = max(worst, spec.cost_usd(prompt, output))
         return worst, prompt + most_output
@@ -258,6 +283,32 @@ def _lone_attempt(error: ProviderError | AllProvidersFailed, started: float) -> 
         error_kind(error),
         error,
     )
+
+
+async def _reserve(platform: Platform, context: CallContext, route: Route, worst: Decimal, tokens: int) -> Reservation:
+    """The budget step, shielded: a caller cancelled while its reservation is being made does not
+    leave the reservation held (it is released as soon as it exists)."""
+    task = asyncio.ensure_future(
+        platform.reserve(context.tenant_id, route.pipeline, worst, tokens, ttl_s=route.longest_s)
+    )
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(lambda done: _release_later(platform, done))
+        raise
+
+
+_background: set[asyncio.Task[object]] = set()
+
+
+def _release_later(platform: Platform, done: asyncio.Future[Reservation]) -> None:
+    if done.cancelled() or done.exception() is not None:
+        return
+    reservation = done.result()
+    if reservation.holds:
+        task: asyncio.Task[object] = asyncio.ensure_future(platform.usage.budgets.release(reservation))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
 
 
 async def _shielded(write: Awaitable[T]) -> T:

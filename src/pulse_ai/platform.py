@@ -8,6 +8,7 @@ queued rows are committed first, then the database is closed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -19,10 +20,12 @@ from pulse_ai.db import ApiKeys, Credentials, Database, IndexRuns, Tenant, Tenan
 from pulse_ai.db.changes import total
 from pulse_ai.db.types import utcnow
 from pulse_ai.errors import PulseAIError, TenantSuspendedError
-from pulse_ai.usage import Budget, Reservation, UsageServices
+from pulse_ai.usage import Budget, Reservation, UsageRow, UsageServices
 
 __all__ = ["Platform", "PlatformHolder"]
 
+logger = logging.getLogger("pulse_ai.platform")
+MAX_UNRECORDED = 10_000
 # A tenant's settings and credentials are read at most this often per process (suspension is
 # checked on every call by the budget step, in the database).
 SETTINGS_TTL_S = 5.0
@@ -44,6 +47,23 @@ class Platform:
     _seen_changes: int = 0
     # False after a ledger write failed: calls then check the database before any provider call
     healthy: bool = True
+    # usage rows (and settlements) a database outage kept from being written: written first when
+    # it answers again, in order; bounded so an endless outage cannot fill the memory
+    unrecorded: list[tuple[list[UsageRow], list[tuple[Reservation, Decimal, int]]]] = field(default_factory=list)
+
+    def keep_unrecorded(self, rows: list[UsageRow], settle: list[tuple[Reservation, Decimal, int]]) -> None:
+        self.healthy = False
+        if len(self.unrecorded) < MAX_UNRECORDED:
+            self.unrecorded.append((rows, settle))
+        else:
+            logger.error("usage rows dropped: %d calls are already waiting for the database", MAX_UNRECORDED)
+
+    async def record_unrecorded(self) -> None:
+        """Write what an outage kept back (``DatabaseError`` if the database is still away)."""
+        while self.unrecorded:
+            rows, settle = self.unrecorded[0]
+            await self.usage.ledger.record(rows, settle=settle)
+            self.unrecorded.pop(0)
 
     def _fresh(self) -> None:
         """Drop every cached tenant state when this process changed one since it was cached."""
@@ -52,7 +72,9 @@ class Platform:
             self._seen_changes = changes
             self.forget()
 
-    async def reserve(self, tenant_id: str, pipeline: str | None, cost_usd: Decimal, tokens: int) -> Reservation:
+    async def reserve(
+        self, tenant_id: str, pipeline: str | None, cost_usd: Decimal, tokens: int, *, ttl_s: float = 600.0
+    ) -> Reservation:
         """The budget step of a call: refuses an unknown or suspended tenant, and holds the call's
         worst case against every budget that applies (atomically, in the database). A tenant with
         no budget for this pipeline needs no database round trip: its state and budgets are read at
@@ -61,6 +83,7 @@ class Platform:
         self._fresh()
         if not self.healthy:
             await self.db.ping()  # still down: DatabaseError, before any provider call
+            await self.record_unrecorded()
             self.healthy = True
         now = time.monotonic()
         gate = self._gates.get(tenant_id)
@@ -74,7 +97,7 @@ class Platform:
             raise TenantSuspendedError(tenant_id)
         if not any(budget.pipeline is None or budget.pipeline == pipeline for budget in budgets):
             return Reservation(new_id(), tenant_id, pipeline, cost_usd, tokens, utcnow(), holds=())
-        return await self.usage.budgets.reserve(tenant_id, pipeline, cost_usd, tokens)
+        return await self.usage.budgets.reserve(tenant_id, pipeline, cost_usd, tokens, ttl_s=ttl_s)
 
     def forget(self, tenant_id: str | None = None) -> None:
         """Drop what is cached of a tenant (or of all): its next call reads it afresh."""
@@ -115,6 +138,13 @@ class Platform:
 
     async def close(self) -> None:
         try:
+            if self.unrecorded:
+                try:
+                    await self.record_unrecorded()
+                except PulseAIError:
+                    logger.error(
+                        "closing with %d calls' usage not recorded (database unavailable)", len(self.unrecorded)
+                    )
             await self.usage.close()
         finally:
             await self.db.close()

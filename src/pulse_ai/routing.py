@@ -18,6 +18,8 @@ state.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -44,8 +46,8 @@ from pulse_ai.errors import (
     error_kind,
 )
 from pulse_ai.providers.base import EmbeddingProvider, GenerationProvider, HealthStatus, Provider
-from pulse_ai.streams import GenerationStream
-from pulse_ai.tokens import estimate_many
+from pulse_ai.streams import GenerationStream, cancel_outcome
+from pulse_ai.tokens import estimate_many, estimate_tokens
 from pulse_ai.types import (
     EmbeddingResult,
     GenerationParams,
@@ -201,7 +203,8 @@ class Router:
                 return await c.provider.embed([checked[i] for i in todo], c.model)
 
             try:
-                outcome = await self._attempt(call, candidate, attempts, len(todo))
+                sent = functools.partial(_sent_tokens, checked, todo)
+                outcome = await self._attempt(call, candidate, attempts, len(todo), sent)
             except ProviderError as error:  # not a fallback error: raised, with what was consumed
                 self._remap(error, todo, vectors, remaining)
                 error.attempts = tuple(attempts)
@@ -261,7 +264,13 @@ class Router:
             return await candidate.provider.generate(checked, candidate.model, params)
 
         tokens = await self._estimate(message.content for message in checked)
-        result, attempts = await self._run(call, tokens, params.max_tokens or DEFAULT_OUTPUT_ESTIMATE)
+
+        def prompt_tokens() -> int:
+            return sum(estimate_tokens(m.content) for m in checked)
+
+        result, attempts = await self._run(
+            call, tokens, params.max_tokens or DEFAULT_OUTPUT_ESTIMATE, sent_tokens=prompt_tokens
+        )
         return replace(result, attempts=attempts, usage=Usage.total([a.usage for a in attempts]))
 
     def stream(
@@ -270,8 +279,14 @@ class Router:
         """Stream from the first candidate that produces a first chunk; after that, no fallback."""
         checked = normalise_messages(messages)
         params = check_params(params)
-        failed: list[Attempt] = []
+        tried: list[Attempt] = []  # every attempt to get a first chunk, as they happen
         chosen: list[GenerationStream] = []
+
+        def failed() -> list[Attempt]:
+            return [a for a in tried if not a.ok]
+
+        def prompt_tokens() -> int:
+            return sum(estimate_tokens(m.content) for m in checked)
 
         async def first_chunk(candidate: Candidate) -> tuple[GenerationStream, str | None]:
             assert isinstance(candidate.provider, GenerationProvider)
@@ -288,14 +303,9 @@ class Router:
 
         async def chunks() -> AsyncIterator[str | GenerationResult]:
             tokens = await self._estimate(message.content for message in checked)
-            try:
-                (stream, first), attempts = await self._run(
-                    first_chunk, tokens, params.max_tokens or DEFAULT_OUTPUT_ESTIMATE
-                )
-            except (ProviderError, AllProvidersFailed) as error:
-                failed.extend(error.attempts)
-                raise
-            failed.extend(a for a in attempts if not a.ok)
+            (stream, first), attempts = await self._run(
+                first_chunk, tokens, params.max_tokens or DEFAULT_OUTPUT_ESTIMATE, tried, prompt_tokens
+            )
             chosen.append(stream)
             served = next(c for c in self.candidates if c.ref == attempts[-1].model)
             try:
@@ -309,10 +319,10 @@ class Router:
             finally:
                 await stream.aclose()
             if stream.result is not None:
-                yield replace(stream.result, attempts=(*failed, *stream.attempts))
+                yield replace(stream.result, attempts=(*failed(), *stream.attempts))
 
         def attempts_of(_: GenerationStream) -> tuple[Attempt, ...]:
-            return (*failed, *(chosen[0].attempts if chosen else ()))
+            return (*failed(), *(chosen[0].attempts if chosen else ()))
 
         return GenerationStream(chunks(), attempts_of)
 
@@ -329,13 +339,18 @@ class Router:
         return statuses
 
     async def _run(
-        self, call: Callable[[Candidate], Awaitable[T]], input_tokens: int, output_tokens: int
+        self,
+        call: Callable[[Candidate], Awaitable[T]],
+        input_tokens: int,
+        output_tokens: int,
+        attempts: list[Attempt] | None = None,
+        sent_tokens: Callable[[], int] = lambda: 0,
     ) -> tuple[T, tuple[Attempt, ...]]:
-        attempts: list[Attempt] = []
+        attempts = [] if attempts is None else attempts
         skipped: list[Candidate] = []
         for candidate in self._admitted(self.ranked(input_tokens, output_tokens), skipped):
             try:
-                outcome = await self._attempt(call, candidate, attempts, 1)
+                outcome = await self._attempt(call, candidate, attempts, 1, sent_tokens)
             except ProviderError as error:
                 error.attempts = tuple(attempts)
                 raise
@@ -349,10 +364,12 @@ class Router:
         candidate: Candidate,
         attempts: list[Attempt],
         inputs: int,
+        sent_tokens: Callable[[], int] = lambda: 0,
     ) -> _Served[T] | ProviderError:
         """One candidate's call: its result, or the error when the router should move on (any other
         error is raised). Either way it is recorded in ``attempts``, and the breaker gets a verdict
-        or its trial back."""
+        or its trial back. A call cancelled mid-way is recorded too, as ``cancelled`` with what it
+        sent (``sent_tokens()`` input tokens, estimated): the provider may bill them."""
         started = self._clock()
         perf = time.perf_counter()
         verdict = False
@@ -395,9 +412,30 @@ class Router:
             if self.config.fallback.enabled and isinstance(error, self._fallback_on):
                 return error
             raise
+        except asyncio.CancelledError as cancel:
+            tokens = sent_tokens()
+            usage = Usage(tokens, 0, 1, candidate.model.cost_usd(tokens), estimated=True)
+            attempts.append(
+                Attempt(
+                    candidate.ref,
+                    usage,
+                    (time.perf_counter() - perf) * 1000,
+                    cancel_outcome(cancel),
+                    None,
+                    candidate.model.price_table_version,
+                    inputs,
+                    0,
+                )
+            )
+            note_attempt(attempts[-1])
+            raise
         finally:
             if not verdict:
                 candidate.breaker.release()  # cancelled, or the caller's own error: no verdict
+
+
+def _sent_tokens(texts: Sequence[str], indices: Iterable[int]) -> int:
+    return sum(estimate_tokens(texts[i]) for i in indices)
 
 
 async def probe(provider: Provider, model: ModelSpec) -> tuple[HealthStatus, ProviderError | None]:

@@ -32,7 +32,7 @@ from pulse_ai.accounting import Attempt
 from pulse_ai.errors import error_kind
 from pulse_ai.types import GenerationResult
 
-__all__ = ["ABANDONED", "GenerationStream", "relay"]
+__all__ = ["ABANDONED", "GenerationStream", "cancel_outcome", "relay"]
 
 # The cancellation message of a read stopped because its consumer left (see the module docstring).
 ABANDONED = "pulse-ai: the stream's consumer left"
@@ -96,7 +96,7 @@ class GenerationStream:
             raise
         except asyncio.CancelledError as cancel:
             await self._close_source()
-            await self._finish(_cancel_outcome(cancel))
+            await self._finish(cancel_outcome(cancel))
             raise
         except BaseException as error:
             await self._close_source()
@@ -119,7 +119,7 @@ class GenerationStream:
         if self.finished:
             return
         await self._close_source()
-        await self._finish(_cancel_outcome(exc) if isinstance(exc, asyncio.CancelledError) else "abandoned")
+        await self._finish(cancel_outcome(exc) if isinstance(exc, asyncio.CancelledError) else "abandoned")
 
     # ---- internals ---------------------------------------------------------------------------
     async def _close_source(self) -> None:
@@ -142,10 +142,12 @@ class GenerationStream:
 def relay(
     open_inner: Callable[[], Awaitable[GenerationStream]],
     finish: Callable[[GenerationResult], GenerationResult] | None = None,
+    check: Callable[[], None] | None = None,
 ) -> GenerationStream:
     """A stream that opens ``open_inner()`` on its first read (where a layer does its async work:
     a budget reservation, a settings lookup) and relays it: the deltas, the final result (through
-    ``finish``), its attempts, and its closing when the outer stream is closed early."""
+    ``finish``), its attempts, and its closing when the outer stream is closed early. ``check()``
+    runs before each delta is passed on; what it raises ends the stream (the inner one is closed)."""
     opened: list[GenerationStream] = []
 
     async def chunks() -> AsyncIterator[str | GenerationResult]:
@@ -153,6 +155,8 @@ def relay(
         opened.append(inner)
         try:
             async for delta in inner:
+                if check is not None:
+                    check()
                 yield delta
         finally:
             await inner.aclose()
@@ -162,5 +166,6 @@ def relay(
     return GenerationStream(chunks(), lambda _: opened[0].attempts if opened else ())
 
 
-def _cancel_outcome(cancel: asyncio.CancelledError) -> str:
+def cancel_outcome(cancel: asyncio.CancelledError) -> str:
+    """``abandoned`` when the consumer left (the service's disconnect), else ``cancelled``."""
     return "abandoned" if cancel.args == (ABANDONED,) else "cancelled"

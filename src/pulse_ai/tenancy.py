@@ -119,6 +119,14 @@ class TenantAI:
         name = model if model is not None else pipeline or capability.value
         if settings is not None and not settings.allows(name):
             raise PipelineNotAllowedError(self.tenant_id, name)
+        if model is not None and settings is not None and model not in (settings.allowed_pipelines or ()):
+            # A model named directly would skip its pipelines' budgets: tenants may do it only
+            # where their settings list the `provider/model` ref itself.
+            raise PipelineNotAllowedError(
+                self.tenant_id,
+                model,
+                "a provider/model is called directly only when the tenant's allowed pipelines list it",
+            )
         route = await self._ai.tenant_route(self.tenant_id, model, pipeline, capability)
         return route, self.context.for_call(route.pipeline)
 

@@ -28,6 +28,7 @@ __all__ = [
 ]
 
 Vectors = npt.NDArray[np.float32]
+MAX_OUTPUT_TOKENS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -86,10 +87,11 @@ class GenerationParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    max_tokens: int | None = Field(default=None, gt=0)
+    # no model answers with more; a larger value would only inflate the budget reservation
+    max_tokens: int | None = Field(default=None, gt=0, le=MAX_OUTPUT_TOKENS)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    stop: list[str] | None = None
-    seed: int | None = None
+    stop: list[str] | None = Field(default=None, max_length=16)
+    seed: int | None = Field(default=None, ge=-(2**63), lt=2**63)
 
 
 def validate_texts(texts: Sequence[str]) -> list[str]:

@@ -223,8 +223,11 @@ async def test_a_cancelled_call_records_its_finished_attempts_and_frees_its_rese
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    (row,) = await rows(ai, tenant)
-    assert (row.provider, row.outcome) == ("a", "unavailable")
+    failed, cancelled = await rows(ai, tenant)
+    assert (failed.provider, failed.outcome) == ("a", "unavailable")
+    # the request b was sent is recorded as cancelled, with its input estimated (it may be billed)
+    assert (cancelled.provider, cancelled.outcome, cancelled.tokens_estimated) == ("b", "cancelled", True)
+    assert cancelled.input_tokens > 0 and cancelled.billed_nanousd > 0
     (status,) = await platform.usage.budgets.status(tenant)
     assert status.reserved_usd == 0
 
@@ -314,6 +317,7 @@ async def test_postgres_stopped_mid_run_fails_calls_closed_and_recovers(postgres
         assert len(a.calls) == calls_before
         with pytest.raises(DatabaseError):  # no budget: the call ran, its record failed: an error
             await ai.tenant(unbudgeted).embed(["during the outage"])
+        assert len(platform.unrecorded) == 1  # kept, to be written when the database is back
         calls_before = len(a.calls)
         with pytest.raises(DatabaseError):  # from then on, refused before any provider call
             await ai.tenant(unbudgeted).embed(["still during the outage"])
@@ -327,7 +331,9 @@ async def test_postgres_stopped_mid_run_fails_calls_closed_and_recovers(postgres
                 await asyncio.sleep(0.25)
         await ai.tenant(unbudgeted).embed(["after the outage"])
         recorded = await rows(ai, budgeted)
-        assert len(await rows(ai, unbudgeted)) == 2
+        # before, after, and the call the outage caught: its row was kept and written on recovery
+        assert len(await rows(ai, unbudgeted)) == 3
+        assert platform.unrecorded == []
     assert len(recorded) == 2  # before and after; the refused call spent nothing
 
 

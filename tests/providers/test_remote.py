@@ -306,7 +306,7 @@ providers:
     auth_prefix: "Token "
     headers: {{X-Team: analytics}}
     models:
-      - {{name: llama-3.1-70b, capabilities: [generation], max_input_tokens: 8000,
+      - {{name: llama-3.1-70b, capabilities: [generation], max_input_tokens: 8000, max_output_tokens: 1000,
           input_price_per_million: 0.5, output_price_per_million: 1.0}}
 """
     async with PulseAI.from_yaml(text) as ai:
@@ -322,7 +322,7 @@ providers:
 
 async def test_gateway_default_bearer_and_no_auth(fake: FakeOpenAIServer) -> None:
     model = (
-        "[{name: local-llm, capabilities: [generation], max_input_tokens: 4000,"
+        "[{name: local-llm, capabilities: [generation], max_input_tokens: 4000, max_output_tokens: 500,"
         " input_price_per_million: 0, output_price_per_million: 0}]"
     )
     text = f"""

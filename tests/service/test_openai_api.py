@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 
+import httpx
 import numpy as np
 import openai
 import pytest
@@ -61,6 +62,14 @@ async def test_a_model_ref_is_a_direct_call_and_unknown_or_wrong_models_are_refu
     server: ServiceServer, acme: TenantKey
 ) -> None:
     client = sdk(server, acme.key)
+    # a provider/model is called directly only when the tenant's settings list it (pipelines'
+    # budgets would not apply to it otherwise)
+    with pytest.raises(openai.PermissionDeniedError, match="directly"):
+        await client.embeddings.create(model=f"b/{EMB}", input=["x"])
+    async with httpx.AsyncClient(base_url=server.url, headers=ADMIN) as admin:
+        allowed = ["embedding", "chat", f"b/{EMB}", "a/gpt-4o-mini"]
+        changed = await admin.patch(f"/admin/tenants/{acme.tenant}/settings", json={"allowed_pipelines": allowed})
+        assert changed.status_code == 200, changed.text
     direct = await client.embeddings.create(model=f"b/{EMB}", input=["x"])
     assert direct.model == f"b/{EMB}"
     with pytest.raises(openai.NotFoundError, match="does not exist"):

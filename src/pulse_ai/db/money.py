@@ -11,6 +11,7 @@ __all__ = ["NANOS_PER_USD", "nano_to_usd", "usd_to_nano"]
 
 NANOS_PER_USD = 1_000_000_000
 _NANO = Decimal("1e-9")
+_TOO_LARGE = Decimal("1e15")
 
 
 def usd_to_nano(usd: Decimal | int | str) -> int:
@@ -23,6 +24,8 @@ def usd_to_nano(usd: Decimal | int | str) -> int:
         raise ValueError(f"not an amount of money: {usd!r}") from None
     if not amount.is_finite():
         raise ValueError(f"not an amount of money: {usd!r}")
+    if abs(amount) >= _TOO_LARGE:  # quantize would overflow the context's precision
+        raise ValueError(f"{str(usd)[:40]} USD is beyond any amount pulse-ai accounts for")
     return int(amount.quantize(_NANO, rounding=ROUND_HALF_UP).scaleb(9))
 
 

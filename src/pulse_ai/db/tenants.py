@@ -57,10 +57,17 @@ class TenantSettings:
         return self.default_generation_pipeline
 
 
-def _pipeline_name(value: object, what: str) -> str:
-    if not isinstance(value, str) or not re.match(NAME_PATTERN, value):
-        raise InputError(f"{what}: {str(value)[:80]!r} is not a pipeline name (must match {NAME_PATTERN})")
-    return value
+# a pipeline name, or a `provider/model` ref (allowed lists may name models for direct calls)
+_MODEL_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}/[^\s/]{1,128}")
+
+
+def _pipeline_name(value: object, what: str, *, refs: bool = False) -> str:
+    if isinstance(value, str) and (
+        re.fullmatch(NAME_PATTERN.strip("^$"), value) or (refs and _MODEL_REF.fullmatch(value))
+    ):
+        return value
+    kind = "a pipeline name or a provider/model ref" if refs else "a pipeline name"
+    raise InputError(f"{what}: {str(value)[:80]!r} is not {kind}")
 
 
 class Tenants:
@@ -167,7 +174,7 @@ class Tenants:
         }
         if allowed_pipelines is not _UNSET:
             names = None if allowed_pipelines is None else list(allowed_pipelines)
-            values["allowed_pipelines"] = names and [_pipeline_name(p, "allowed_pipelines") for p in names]
+            values["allowed_pipelines"] = names and [_pipeline_name(p, "allowed_pipelines", refs=True) for p in names]
         for key, given in (
             ("default_embedding_pipeline", default_embedding_pipeline),
             ("default_generation_pipeline", default_generation_pipeline),

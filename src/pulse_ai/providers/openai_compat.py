@@ -31,7 +31,7 @@ from pulse_ai.providers.base import BatchEmbedding, EmbeddingProvider, Generatio
 from pulse_ai.providers.http import http_client, streaming_request
 from pulse_ai.providers.sdk_errors import SDK_FAILURES, translate_error
 from pulse_ai.providers.wire import Malformed, StreamReader, read_completion, read_usage, read_vectors
-from pulse_ai.tokens import estimate_tokens
+from pulse_ai.tokens import EMBEDDING_OVERHEAD_TOKENS, estimate_tokens, prompt_ceiling, token_ceiling
 from pulse_ai.types import GenerationParams, GenerationResult, Message
 
 __all__ = ["OpenAICompatibleProvider", "read_usage", "translate_error"]
@@ -99,7 +99,10 @@ class OpenAICompatibleProvider(EmbeddingProvider, GenerationProvider):
             response = await self.client.embeddings.create(**request)
             vectors = read_vectors(response, len(texts), model.dimensions)
             tokens, _, estimated = read_usage(
-                getattr(response, "usage", None), lambda: sum(estimate_tokens(t) for t in texts), lambda: 0
+                getattr(response, "usage", None),
+                lambda: sum(estimate_tokens(t) for t in texts),
+                lambda: 0,
+                input_bound=token_ceiling(texts, EMBEDDING_OVERHEAD_TOKENS),
             )
             return BatchEmbedding(vectors=vectors, input_tokens=tokens, estimated=estimated)
 
@@ -118,7 +121,8 @@ class OpenAICompatibleProvider(EmbeddingProvider, GenerationProvider):
                 getattr(response, "usage", None),
                 lambda: sum(estimate_tokens(m.content) for m in messages),
                 lambda: estimate_tokens(text),
-                params.max_tokens or model.max_output_tokens,
+                _output_ceiling(params, model),
+                input_bound=prompt_ceiling([m.content for m in messages]),
             )
             return GenerationResult(
                 text=text,
@@ -167,7 +171,8 @@ class OpenAICompatibleProvider(EmbeddingProvider, GenerationProvider):
             reader.usage,
             lambda: sum(estimate_tokens(m.content) for m in messages),
             lambda: estimate_tokens(text) if text else 0,
-            params.max_tokens or model.max_output_tokens,
+            _output_ceiling(params, model),
+            input_bound=prompt_ceiling([m.content for m in messages]),
         )
         yield GenerationResult(
             text=text,
@@ -203,3 +208,11 @@ class OpenAICompatibleProvider(EmbeddingProvider, GenerationProvider):
             await self.embed(["ping"], model)
             return
         await self._call(model, lambda: self.client.models.list(extra_headers=self.request_headers()))
+
+
+def _output_ceiling(params: GenerationParams, model: ModelSpec) -> int | None:
+    """The most output tokens an answer can have: what was asked for, within the model's limit."""
+    limit = model.max_output_tokens
+    if params.max_tokens is not None:
+        return min(params.max_tokens, limit) if limit else params.max_tokens
+    return limit

@@ -184,6 +184,7 @@ def read_usage(
     estimate_input: Callable[[], int],
     estimate_output: Callable[[], int],
     output_ceiling: int | None = None,
+    input_bound: int | None = None,
 ) -> tuple[int, int, bool]:
     """The one rule for a provider's token counts. A count is used when it is a non-negative integer
     that is plausible: at most ``MAX_TOKENS_PER_CALL`` and at most ``IMPLAUSIBLE_FACTOR`` times our
@@ -191,15 +192,27 @@ def read_usage(
     request allowed, ``max_tokens`` or the model's output limit, is plausible too, since hidden
     reasoning tokens count as output). A count that is missing, unreadable or implausible is
     replaced by the estimate, and the result says so (``estimated``): the answer itself is still
-    good, its vectors or text are kept, and the ledger flags the row."""
-    input_tokens, input_estimated = _count(getattr(usage, "prompt_tokens", None), estimate_input, 0)
+    good, its vectors or text are kept, and the ledger flags the row.
+
+    Above a hard bound no count is believed, and no estimate goes past it: the input's
+    ``input_bound`` (``tokens.token_ceiling``: no tokenizer makes more) and the output's ceiling
+    (the model cannot answer with more than ``max_tokens`` or its output limit). Budgets reserve
+    exactly these bounds, so what a call is settled at never exceeds what it reserved."""
+    input_tokens, input_estimated = _count(getattr(usage, "prompt_tokens", None), estimate_input, 0, input_bound)
     output_tokens, output_estimated = _count(
-        getattr(usage, "completion_tokens", None), estimate_output, output_ceiling or 0
+        getattr(usage, "completion_tokens", None), estimate_output, output_ceiling or 0, output_ceiling
     )
     return input_tokens, output_tokens, input_estimated or (output_estimated and output_tokens > 0)
 
 
-def _count(value: object, estimate: Callable[[], int], ceiling: int) -> tuple[int, bool]:
+def _count(value: object, estimate: Callable[[], int], ceiling: int, bound: int | None = None) -> tuple[int, bool]:
+    counted, estimated = _plausible(value, estimate, ceiling)
+    if bound is not None and counted > bound:
+        return bound, True
+    return counted, estimated
+
+
+def _plausible(value: object, estimate: Callable[[], int], ceiling: int) -> tuple[int, bool]:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_TOKENS_PER_CALL:
         return estimate(), True
     if value <= ceiling or value <= IMPLAUSIBLE_FACTOR * _MIN_ESTIMATE:

@@ -31,6 +31,10 @@ from pulse_ai.usage.writer import GroupCommitWriter, Job
 __all__ = ["Budgets"]
 
 DEFAULT_TTL_S = 600.0
+# Amounts one reservation, settlement or limit may hold: far above any real call or budget, and far
+# below what the int64 columns hold, so that sums of them (spent + reserved + cost) never overflow.
+MAX_NANOS = 10**18 // 1000  # $1,000,000,000
+MAX_TOKENS = 10**15
 
 
 def _scope(pipeline: str | None) -> str:
@@ -50,12 +54,16 @@ def _nanos(amount: Decimal | int | str, what: str) -> int:
         raise InputError(f"{what}: {exc}") from None
     if nanos < 0:
         raise InputError(f"{what} must not be negative")
+    if nanos > MAX_NANOS:
+        raise InputError(f"{what} is beyond what pulse-ai accounts for (at most ${MAX_NANOS // 10**9:,})")
     return nanos
 
 
 def _tokens(value: int, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InputError(f"{what} must be a non-negative int")
+    if value > MAX_TOKENS:
+        raise InputError(f"{what} is beyond what pulse-ai accounts for (at most {MAX_TOKENS:,} tokens)")
     return value
 
 

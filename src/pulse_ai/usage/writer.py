@@ -131,17 +131,17 @@ class GroupCommitWriter:
     async def _commit(self, batch: list[Job]) -> None:
         try:
             results = await self._apply(batch)
-        except DatabaseError as error:
+        except Exception as error:
+            # One job's failure must not fail the others: retry each alone; a job that fails
+            # alone fails only its own caller (a bug shows as itself, not as everyone's error).
             if len(batch) == 1:
+                if not isinstance(error, DatabaseError):
+                    log.exception("the usage writer failed on a job")
                 self._resolve(batch, [error])
                 return
-            log.warning("a group commit of %d jobs failed (%s); retrying each alone", len(batch), error)
+            log.warning("a group commit of %d jobs failed (%s); retrying each alone", len(batch), type(error).__name__)
             for job in batch:
                 await self._commit([job])
-            return
-        except Exception as error:  # a bug: fail the callers rather than the writer
-            log.exception("the usage writer failed on a batch of %d jobs", len(batch))
-            self._resolve(batch, [error] * len(batch))
             return
         self.batches += 1
         self.jobs += len(batch)
