@@ -22,9 +22,32 @@ from pulse_ai.errors import ConfigError, UnknownModelError
 if TYPE_CHECKING:
     from pulse_ai.config import ModelConfig
 
-__all__ = ["Capability", "Catalog", "CatalogEntry", "ModelSpec", "Tier", "default_catalog"]
+__all__ = [
+    "DEFAULT_LOCAL_BACKEND",
+    "SHARES_FP32_SPACE",
+    "SUPPORTED_PRECISIONS",
+    "Capability",
+    "Catalog",
+    "CatalogEntry",
+    "ModelSpec",
+    "Tier",
+    "default_catalog",
+    "resolve_backend",
+]
 
 LOCAL_PROVIDER_TYPES = frozenset({"sentence_transformers"})
+# How a local model runs when its configuration does not say: chosen by measurement (README,
+# "Inference backends"; bench/embedding_throughput.py prints the numbers)
+DEFAULT_LOCAL_BACKEND = ("torch", "fp32")
+SUPPORTED_PRECISIONS: dict[str, frozenset[str]] = {
+    "torch": frozenset({"fp32", "bf16"}),
+    "onnx": frozenset({"fp32", "int8"}),
+    "openvino": frozenset({"fp32", "bf16", "int8"}),
+}
+# (backend, precision) pairs whose vectors were measured to stay in torch fp32's vector space:
+# queries embedded with one against documents indexed with the other keep SciFact nDCG@10 within
+# 0.005. Any other pair is a space of its own (its id names the backend and precision).
+SHARES_FP32_SPACE = frozenset({("torch", "fp32")})
 # Used only when a configuration declares a model the catalog does not know and leaves the request
 # limits out: a conservative request shape, not another model's facts.
 DEFAULT_MAX_INPUTS_PER_REQUEST = 64
@@ -92,6 +115,8 @@ class ModelSpec:
     tier: Tier
     space: str | None = None
     path: str | None = None
+    backend: str | None = None  # local models: how the model runs (None for remote ones)
+    precision: str | None = None
 
     @property
     def ref(self) -> str:
@@ -105,11 +130,22 @@ class ModelSpec:
         for a ``path:`` override (a fine-tuned checkpoint), the family plus a digest of the path, so
         that another checkpoint never shares a collection with the catalog model."""
         if self.space:
-            return self.space
+            return self.space + self.runtime_suffix
+        identity = self.family
         if self.path:
             digest = hashlib.sha256(self.path.encode("utf-8")).hexdigest()[:12]
-            return f"{self.family}+path-{digest}"
-        return self.family
+            identity = f"{self.family}+path-{digest}"
+        return identity + self.runtime_suffix
+
+    @property
+    def runtime_suffix(self) -> str:
+        """Empty when the backend and precision keep torch fp32's vectors (``SHARES_FP32_SPACE``);
+        otherwise ``+backend-precision``, so that their vectors never share a collection with fp32's."""
+        if self.backend is None or self.precision is None:
+            return ""
+        if (self.backend, self.precision) in SHARES_FP32_SPACE:
+            return ""
+        return f"+{self.backend}-{self.precision}"
 
     @property
     def vector_space(self) -> str:
@@ -176,6 +212,14 @@ class Catalog:
             )
         if local and (model.input_price_per_million or model.output_price_per_million):
             raise ConfigError("local models cost 0; remove the price keys", source=source, key_path=key_path)
+        for key in ("backend", "precision"):
+            if not local and getattr(model, key) is not None:
+                raise ConfigError(
+                    f"`{key}` applies to local (sentence_transformers) models only; remove it",
+                    source=source,
+                    key_path=f"{key_path}.{key}",
+                )
+        backend, precision = resolve_backend(model.backend, model.precision) if local else (None, None)
         return ModelSpec(
             provider=provider,
             provider_type=provider_type,
@@ -198,6 +242,8 @@ class Catalog:
             tier=model.tier or entry.tier,
             space=model.space,
             path=model.path,
+            backend=backend,
+            precision=precision,
         )
 
     def _price_source(self, provider: str, model: ModelConfig) -> str:
@@ -243,6 +289,17 @@ class Catalog:
             output_price_per_million=model.output_price_per_million or 0.0,
             tier=model.tier or Tier.BALANCED,
         )
+
+
+def resolve_backend(backend: str | None, precision: str | None) -> tuple[str, str]:
+    """A local model's (backend, precision): the configured ones, else the measured default. A
+    backend given alone runs at fp32 unless it is the default backend."""
+    if backend is None:
+        backend = DEFAULT_LOCAL_BACKEND[0]
+        return backend, precision or DEFAULT_LOCAL_BACKEND[1]
+    if precision is None:
+        precision = DEFAULT_LOCAL_BACKEND[1] if backend == DEFAULT_LOCAL_BACKEND[0] else "fp32"
+    return backend, precision
 
 
 def _first(override: float | None, default: float) -> float:

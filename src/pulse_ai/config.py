@@ -26,7 +26,15 @@ from pydantic import (
     model_validator,
 )
 
-from pulse_ai.catalog import Capability, Catalog, ModelSpec, Tier, default_catalog
+from pulse_ai.catalog import (
+    SUPPORTED_PRECISIONS,
+    Capability,
+    Catalog,
+    ModelSpec,
+    Tier,
+    default_catalog,
+    resolve_backend,
+)
 from pulse_ai.config_cache import CacheConfig, CacheLevelConfig, PipelineCacheConfig
 from pulse_ai.config_types import (
     ApiKey,
@@ -98,6 +106,9 @@ class ModelConfig(_Strict):
     tier: Tier | None = None
     # A model identity only (dimensions and normalisation are always added to the space id)
     space: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+    # Local models only: how the model runs (None: the measured default, DEFAULT_LOCAL_BACKEND)
+    backend: Literal["torch", "onnx", "openvino"] | None = None
+    precision: Literal["fp32", "bf16", "int8"] | None = None
 
 
 class _ProviderBase(_Strict):
@@ -122,6 +133,25 @@ class SentenceTransformersConfig(_ProviderBase):
     # None: batches cut by tokens (about 1,024 on a CPU, 16,384 on a GPU); a number: a fixed batch size
     batch_size: Count | None = None
     max_concurrency: Count = 1
+    # Where exported (ONNX/OpenVINO, quantized) models are kept; None: $PULSE_AI_MODEL_CACHE or
+    # ~/.cache/pulse-ai/models
+    cache_dir: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _backends_fit(self) -> SentenceTransformersConfig:
+        for index, model in enumerate(self.models):
+            backend, precision = resolve_backend(model.backend, model.precision)
+            if precision not in SUPPORTED_PRECISIONS[backend]:
+                raise ValueError(
+                    f"models[{index}].precision: `backend: {backend}` does not run `precision: {precision}` "
+                    f"(it runs {', '.join(sorted(SUPPORTED_PRECISIONS[backend]))})"
+                )
+            if model.backend not in (None, "torch") and self.device in ("cuda", "mps"):
+                raise ValueError(
+                    f"models[{index}].backend: `backend: {backend}` runs on the CPU; use `device: cpu` "
+                    "(or `auto`), or `backend: torch` on a GPU"
+                )
+        return self
 
 
 class OpenAIConfig(_ProviderBase):

@@ -50,6 +50,7 @@ __all__ = [
     "AllProvidersFailed",
     "ApiKeyRefusedError",
     "AuthenticationError",
+    "BackendUnavailableError",
     "BadRequestError",
     "BudgetExceededError",
     "CircuitOpenError",
@@ -57,6 +58,7 @@ __all__ = [
     "DatabaseError",
     "InputError",
     "MalformedResponseError",
+    "ModelExportError",
     "NotFoundError",
     "PipelineNotAllowedError",
     "ProviderError",
@@ -98,6 +100,16 @@ class ConfigError(PulseAIError):
 
 class UnknownModelError(ConfigError):
     """A model is neither in the catalog nor fully described in the configuration."""
+
+
+class BackendUnavailableError(ConfigError):
+    """A local model's inference backend needs packages that are not installed; the message names
+    the extra to install (``pip install 'pulse-ai[openvino]'``)."""
+
+
+class ModelExportError(ConfigError):
+    """A local model's exported (ONNX/OpenVINO, quantized) files could not be made, or failed their
+    self-test against the torch fp32 model, and are not used."""
 
 
 class InputError(PulseAIError, ValueError):

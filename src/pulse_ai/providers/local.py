@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from pulse_ai.catalog import ModelSpec
+from pulse_ai.catalog import ModelSpec, resolve_backend
 from pulse_ai.config import SentenceTransformersConfig
 from pulse_ai.errors import ConfigError, ProviderUnavailableError
 from pulse_ai.providers.base import BatchEmbedding, EmbeddingProvider
+from pulse_ai.providers.local_export import default_cache_dir, load_export, prepare_export, require_packages, self_test
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -27,7 +29,7 @@ BUNDLED_MODEL = "all-MiniLM-L6-v2"
 # than sentence-transformers' fixed batch size), and a GPU wants large ones.
 CPU_TOKENS_PER_BATCH = 1024
 GPU_TOKENS_PER_BATCH = 16384
-_loaded: dict[tuple[str, str], tuple[SentenceTransformer, threading.Lock]] = {}
+_loaded: dict[tuple[str, str, str, str], tuple[SentenceTransformer, threading.Lock]] = {}
 _load_lock = threading.Lock()
 
 
@@ -50,28 +52,58 @@ def _pick_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_sentence_transformer(path: str, device: str = "auto") -> tuple[SentenceTransformer, threading.Lock]:
-    """Load a model once per (path, device) and share it; the lock serialises inference on it."""
-    device = _pick_device(device)
-    key = (path, device)
+def load_sentence_transformer(
+    path: str,
+    device: str = "auto",
+    backend: str = "torch",
+    precision: str = "fp32",
+    cache_dir: Path | None = None,
+) -> tuple[SentenceTransformer, threading.Lock]:
+    """Load a model once per (path, device, backend, precision) and share it; the lock serialises
+    inference on it. A backend other than torch fp32 runs an export (see :mod:`local_export`),
+    made on first use into ``cache_dir`` and self-tested against torch fp32 before it is used."""
+    device = _pick_device(device) if backend == "torch" else "cpu"
+    key = (path, device, backend, precision)
     with _load_lock:
         if key not in _loaded:
-            from sentence_transformers import SentenceTransformer
-            from transformers.utils import logging as transformers_logging
-
-            transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-
-            try:
-                model = SentenceTransformer(path, device=device, local_files_only=True)
-            except (OSError, ValueError) as exc:
-                raise ConfigError(
-                    f"cannot load the local model {path!r} offline: {exc}. Give `path:` to a model "
-                    "directory on this machine"
-                ) from exc
-            if device == "cuda":
-                model.half()
-            _loaded[key] = (model, threading.Lock())
+            _loaded[key] = (_load(path, device, backend, precision, cache_dir), threading.Lock())
         return _loaded[key]
+
+
+def _load(path: str, device: str, backend: str, precision: str, cache_dir: Path | None) -> SentenceTransformer:
+    if backend == "torch" and precision == "fp32":
+        model = _load_torch(path, device)
+        if device == "cuda":
+            model.half()
+        return model
+    require_packages(backend)
+    reference_key = (path, "cpu", "torch", "fp32")
+    if reference_key not in _loaded:  # the caller holds _load_lock
+        _loaded[reference_key] = (_load_torch(path, "cpu"), threading.Lock())
+    reference = _loaded[reference_key][0]
+    if backend == "torch":  # bf16: the same weights, cast
+        import torch
+
+        model = _load_torch(path, device)
+        model.to(torch.bfloat16)
+    else:
+        export = prepare_export(path, backend, precision, cache_dir or default_cache_dir(), reference)
+        model = load_export(export.path, backend, precision, export.file_name)
+    self_test(model, reference, f"{backend} {precision}")  # every time, before use
+    return model
+
+
+def _load_torch(path: str, device: str) -> SentenceTransformer:
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        return SentenceTransformer(path, device=device, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot load the local model {path!r} offline: {exc}. Give `path:` to a model directory on this machine"
+        ) from exc
 
 
 class SentenceTransformersProvider(EmbeddingProvider):
@@ -80,7 +112,11 @@ class SentenceTransformersProvider(EmbeddingProvider):
     config: SentenceTransformersConfig
 
     def _model_for(self, spec: ModelSpec) -> tuple[SentenceTransformer, threading.Lock]:
-        model, lock = load_sentence_transformer(resolve_model_path(spec), self.config.device)
+        backend, precision = resolve_backend(spec.backend, spec.precision)
+        cache_dir = Path(self.config.cache_dir) if self.config.cache_dir else None
+        model, lock = load_sentence_transformer(
+            resolve_model_path(spec), self.config.device, backend, precision, cache_dir
+        )
         dimension_of = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         actual = dimension_of()
         if actual != spec.dimensions:
