@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q $(TORCH_PIP_ARGS) -c constraints.txt torch==2.13.0
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	# optimum-intel pulls torchvision from PyPI, a CUDA build that breaks `import transformers` next to
+	# the CPU torch; nothing here uses it
+	$(BIN)/python -m pip uninstall -y -q torchvision
 	touch $(STAMP)
 
 # The demo indexing (printed as it goes), then the service on 127.0.0.1:8000 with a fresh key for

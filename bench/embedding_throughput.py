@@ -12,15 +12,30 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("PULSE_AI_CACHE", "off")  # the model is measured, not the embedding cache
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pulse_ai import PulseAI  # noqa: E402
+from bench.retrieval_quality import DATA, local_provider  # noqa: E402
+from bench.retrieval_quality import run as run_retrieval  # noqa: E402
+from pulse_ai import PulseAI, PulseAIError  # noqa: E402
+from pulse_ai.catalog import DEFAULT_LOCAL_BACKEND  # noqa: E402
 from pulse_ai.providers.local import load_sentence_transformer, resolve_model_path  # noqa: E402
+
+# name -> (backend, precision); torch_fp32 is the reference
+BACKENDS = {
+    "torch_fp32": ("torch", "fp32"),
+    "onnx_int8": ("onnx", "int8"),
+    "openvino_int8": ("openvino", "int8"),
+    "openvino_bf16": ("openvino", "bf16"),
+    "openvino_fp32": ("openvino", "fp32"),
+    "torch_bf16": ("torch", "bf16"),
+}
 
 WORDS = [
     "customer",
@@ -146,6 +161,78 @@ providers:
     }
 
 
+def scifact_texts(count: int) -> tuple[list[str], list[str]]:
+    """The first ``count`` SciFact documents as long texts (title + abstract) and as titles."""
+    long, short = [], []
+    with (DATA / "corpus.jsonl").open(encoding="utf-8") as handle:
+        for line in handle:
+            doc = json.loads(line)
+            long.append(f"{doc['title']} {doc['text']}".strip())
+            short.append(doc["title"])
+            if len(long) == count:
+                break
+    return long, short
+
+
+async def bench_backend(
+    backend: str,
+    precision: str,
+    long: list[str],
+    short: list[str],
+    ndcg_docs: int | None,
+    cache_dir: Path,
+    reference_long_per_s: float | None,
+) -> dict[str, object]:
+    """Texts per second through ``ai.embed`` on long documents and on titles, and SciFact nDCG@10
+    through the whole pipeline (``ndcg_docs``: a smaller corpus; 0: not measured)."""
+    provider = local_provider(backend, precision, cache_dir)
+    try:
+        async with PulseAI.from_yaml(f"providers: {{local: {provider}}}\ncache: {{enabled: false}}") as ai:
+            model = "local/all-MiniLM-L6-v2"
+            await ai.embed(long[:8], model=model)  # load (and on first use export), warm up
+            started = time.perf_counter()
+            await ai.embed(long, model=model)
+            long_per_s = len(long) / (time.perf_counter() - started)
+            started = time.perf_counter()
+            await ai.embed(short, model=model)
+            short_per_s = len(short) / (time.perf_counter() - started)
+    except PulseAIError as error:  # a missing package, an export that fails its self-test
+        return {"error": str(error)}
+    ndcg = None
+    # nDCG costs a whole indexing run: skipped for a backend slower than torch fp32 (never the default)
+    if ndcg_docs != 0 and (reference_long_per_s is None or long_per_s >= reference_long_per_s):
+        with tempfile.TemporaryDirectory() as directory:
+            quality = await run_retrieval(DATA, ndcg_docs, Path(directory) / "store", provider)
+        ndcg = quality["ndcg_at_10"]
+    return {"long_per_s": round(long_per_s, 2), "short_per_s": round(short_per_s, 2), "ndcg_at_10": ndcg}
+
+
+async def bench_backends(
+    names: list[str], long_count: int, short_count: int, ndcg_docs: int | None, cache_dir: Path
+) -> dict[str, dict[str, object]]:
+    """Every backend on the same texts, one after the other in one process (side by side)."""
+    long, _ = scifact_texts(long_count)
+    _, short = scifact_texts(short_count)
+    report = {}
+    for name in names:
+        backend, precision = BACKENDS[name]
+        reference = report.get("torch_fp32", {})
+        reference_long = reference.get("long_per_s")
+        report[name] = await bench_backend(
+            backend,
+            precision,
+            long,
+            short,
+            ndcg_docs,
+            cache_dir,
+            reference_long if name != "torch_fp32" else None,  # type: ignore[arg-type]
+        )
+        if name != "torch_fp32" and "long_per_s" in reference and "long_per_s" in report[name]:
+            report[name]["long_vs_torch_fp32"] = round(report[name]["long_per_s"] / reference["long_per_s"], 2)  # type: ignore[operator]
+            report[name]["short_vs_torch_fp32"] = round(report[name]["short_per_s"] / reference["short_per_s"], 2)  # type: ignore[operator]
+    return report
+
+
 def run_remote(count: int, naive_count: int, latency_ms: int) -> dict[str, float | int]:
     """The fake server runs in its own process, so its work does not share this one's GIL."""
     server = subprocess.Popen(
@@ -171,8 +258,34 @@ def main() -> None:
     parser.add_argument("--remote-texts", type=int, default=10_000)
     parser.add_argument("--remote-naive-texts", type=int, default=200)
     parser.add_argument("--latency-ms", type=int, default=50)
+    parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated names (torch_fp32 first)")
+    parser.add_argument("--backend-long-texts", type=int, default=500, help="SciFact documents (title + abstract)")
+    parser.add_argument("--backend-short-texts", type=int, default=2000, help="SciFact titles")
+    parser.add_argument(
+        "--backend-ndcg-docs", type=int, default=None, help="SciFact corpus size for nDCG@10 (default all; 0: skip)"
+    )
+    parser.add_argument("--cache-dir", type=Path, default=None, help="where exports are kept (default: a temp dir)")
     args = parser.parse_args()
+    names = [name.strip() for name in args.backends.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(BACKENDS))
+    if unknown:
+        parser.error(f"unknown backends: {', '.join(unknown)} (known: {', '.join(BACKENDS)})")
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as directory:
+        backends = asyncio.run(
+            bench_backends(
+                names,
+                args.backend_long_texts,
+                args.backend_short_texts,
+                args.backend_ndcg_docs,
+                args.cache_dir or Path(directory),
+            )
+        )
+    default = next(name for name, pair in BACKENDS.items() if pair == DEFAULT_LOCAL_BACKEND)
     report = {
+        "backends": backends,
+        "default_backend": default,
+        "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]},
         "local": asyncio.run(
             bench_local(args.local_texts, min(args.local_naive_texts, args.local_texts), args.local_mix)
         ),

@@ -59,10 +59,27 @@ def ndcg_at(ranked: list[str], relevant: set[str], k: int) -> float:
     return dcg / ideal if ideal else 0.0
 
 
-async def run(data: Path, max_docs: int | None, store_path: Path) -> dict[str, object]:
+def local_provider(backend: str | None = None, precision: str | None = None, cache_dir: Path | None = None) -> str:
+    """The local provider's YAML (flow style) running the bundled model on ``backend``/``precision``."""
+    model = "name: all-MiniLM-L6-v2"
+    model += f", backend: {backend}" if backend else ""
+    model += f", precision: {precision}" if precision else ""
+    cache = f", cache_dir: '{cache_dir}'" if cache_dir else ""
+    return f"{{type: sentence_transformers{cache}, models: [{{{model}}}]}}"
+
+
+async def run(
+    data: Path,
+    max_docs: int | None,
+    store_path: Path,
+    provider: str | None = None,
+    query_provider: str | None = None,
+) -> dict[str, object]:
+    """``provider`` indexes the documents (default: the configured default backend);
+    ``query_provider``, when given, embeds the queries (vectors of two backends mixed)."""
     records, queries, qrels = load(data, max_docs)
     config = (
-        "providers: {local: {type: sentence_transformers, models: [{name: all-MiniLM-L6-v2}]}}\n"
+        f"providers: {{local: {provider or local_provider()}}}\n"
         "pipelines: {embedding: {kind: embedding, candidates: [local/all-MiniLM-L6-v2]}}\n"
         f"vector_store: {{backend: embedded, path: '{store_path}', layout: per_tenant_table}}\n"
         f"database: {{url: 'sqlite+aiosqlite:///{store_path}.db'}}\n"
@@ -79,7 +96,11 @@ async def run(data: Path, max_docs: int | None, store_path: Path) -> dict[str, o
         optimize_seconds = time.perf_counter() - started
 
         ids = list(queries)
-        vectors = (await ai.embed([queries[q] for q in ids])).vectors
+        if query_provider is None:
+            vectors = (await ai.embed([queries[q] for q in ids])).vectors
+        else:
+            async with PulseAI.from_yaml(f"providers: {{local: {query_provider}}}\ncache: {{enabled: false}}") as other:
+                vectors = (await other.embed([queries[q] for q in ids], model="local/all-MiniLM-L6-v2")).vectors
         ndcg, recall = [], []
         started = time.perf_counter()
         for query_id, vector in zip(ids, vectors, strict=True):
@@ -105,9 +126,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--max-docs", type=int, default=None, help="a smaller corpus (all relevant docs kept)")
+    parser.add_argument("--backend", default=None, help="torch, onnx or openvino (default: the default backend)")
+    parser.add_argument("--precision", default=None, help="fp32, bf16 or int8")
+    parser.add_argument("--query-backend", default=None, help="embed the queries with another backend")
+    parser.add_argument("--query-precision", default=None)
+    parser.add_argument("--cache-dir", type=Path, default=None, help="where exports are kept (default: a temp dir)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
-        print(json.dumps(asyncio.run(run(args.data, args.max_docs, Path(directory)))))
+        cache_dir = args.cache_dir or Path(directory) / "exports"
+        provider = local_provider(args.backend, args.precision, cache_dir)
+        query_provider = None
+        if args.query_backend or args.query_precision:
+            query_provider = local_provider(args.query_backend, args.query_precision, cache_dir)
+        report = asyncio.run(run(args.data, args.max_docs, Path(directory) / "store", provider, query_provider))
+        report["backend"] = provider
+        if query_provider:
+            report["query_backend"] = query_provider
+        print(json.dumps(report))
 
 
 if __name__ == "__main__":

@@ -20,8 +20,10 @@ from pulse_ai.errors import PulseAIError
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="pulse-ai: embeddings, generation, routing.")
 config_app = typer.Typer(no_args_is_help=True, help="Configuration files.")
 providers_app = typer.Typer(no_args_is_help=True, help="Configured providers.")
+models_app = typer.Typer(no_args_is_help=True, help="Local models.")
 app.add_typer(config_app, name="config")
 app.add_typer(providers_app, name="providers")
+app.add_typer(models_app, name="models")
 app.add_typer(vectors_app, name="vectors")
 app.add_typer(cache_app, name="cache")
 app.add_typer(cli_admin.db_app, name="db")
@@ -95,6 +97,19 @@ def providers_check(config: ConfigOption = None) -> None:
     if unhealthy:
         typer.echo(f"no healthy candidate in: {', '.join(unhealthy)}", err=True)
         raise typer.Exit(code=1)
+
+
+@models_app.command("prepare")
+def models_prepare(config: ConfigOption = None) -> None:
+    """Make (or check) the exports of every configured local model ahead of time; print what and where."""
+    from pulse_ai.providers.local_prepare import prepare_local_models
+
+    try:
+        loaded = load_config(config) if config else None
+        for line in prepare_local_models(loaded):
+            typer.echo(line)
+    except PulseAIError as error:
+        _fail(error)
 
 
 @app.command()

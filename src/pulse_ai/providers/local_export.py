@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CACHE_DIR_ENV",
+    "MANIFEST",
     "MIN_SELF_TEST_COSINE",
     "REFERENCE_TEXTS",
     "Export",
