@@ -13,16 +13,24 @@ ROOT = Path(__file__).resolve().parents[1]
 SCIFACT = ROOT.parent / "shared" / "data" / "scifact" / "corpus.jsonl"
 
 
+@pytest.mark.skipif(not SCIFACT.exists(), reason="../shared/data/scifact is not beside this checkout")
 def test_embedding_throughput_bench_prints_its_json() -> None:
     command = [
         sys.executable,
         str(ROOT / "bench" / "embedding_throughput.py"),
         "--local-texts", "20", "--local-naive-texts", "5",
         "--remote-texts", "50", "--remote-naive-texts", "5", "--latency-ms", "1",
+        "--backends", "torch_fp32,onnx_int8", "--backend-long-texts", "6", "--backend-short-texts", "12",
+        "--backend-ndcg-docs", "0",
     ]  # fmt: skip
     completed = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
     report = json.loads(completed.stdout)
-    assert set(report) == {"local", "remote"}
+    assert set(report) >= {"local", "remote", "backends", "default_backend"}
+    assert report["default_backend"] == "torch_fp32"
+    torch_fp32 = report["backends"]["torch_fp32"]
+    assert torch_fp32["long_per_s"] > 0 and torch_fp32["short_per_s"] > 0 and torch_fp32["ndcg_at_10"] is None
+    onnx = report["backends"]["onnx_int8"]  # measured, or the reason it could not be
+    assert ("long_per_s" in onnx) != ("error" in onnx)
     assert report["local"]["texts"] == 20 and report["local"]["framework_per_s"] > 0
     assert report["remote"]["texts"] == 50 and report["remote"]["naive_per_s"] > 0
 

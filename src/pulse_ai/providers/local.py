@@ -29,7 +29,7 @@ BUNDLED_MODEL = "all-MiniLM-L6-v2"
 # than sentence-transformers' fixed batch size), and a GPU wants large ones.
 CPU_TOKENS_PER_BATCH = 1024
 GPU_TOKENS_PER_BATCH = 16384
-_loaded: dict[tuple[str, str, str, str], tuple[SentenceTransformer, threading.Lock]] = {}
+_loaded: dict[tuple[str, str, str, str, str], tuple[SentenceTransformer, threading.Lock]] = {}
 _load_lock = threading.Lock()
 
 
@@ -63,7 +63,7 @@ def load_sentence_transformer(
     inference on it. A backend other than torch fp32 runs an export (see :mod:`local_export`),
     made on first use into ``cache_dir`` and self-tested against torch fp32 before it is used."""
     device = _pick_device(device) if backend == "torch" else "cpu"
-    key = (path, device, backend, precision)
+    key = (path, device, backend, precision, str(cache_dir or ""))
     with _load_lock:
         if key not in _loaded:
             _loaded[key] = (_load(path, device, backend, precision, cache_dir), threading.Lock())
@@ -77,7 +77,7 @@ def _load(path: str, device: str, backend: str, precision: str, cache_dir: Path 
             model.half()
         return model
     require_packages(backend)
-    reference_key = (path, "cpu", "torch", "fp32")
+    reference_key = (path, "cpu", "torch", "fp32", "")
     if reference_key not in _loaded:  # the caller holds _load_lock
         _loaded[reference_key] = (_load_torch(path, "cpu"), threading.Lock())
     reference = _loaded[reference_key][0]
@@ -182,7 +182,10 @@ class SentenceTransformersProvider(EmbeddingProvider):
             normalize_embeddings=spec.normalized,
             show_progress_bar=False,
         )
-        return np.asarray(encoded, dtype=np.float32)
+        vectors = np.asarray(encoded, dtype=np.float32)
+        if spec.normalized:  # again in float32: a bf16 model normalises in bf16 (norms off by ~0.4%)
+            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return vectors
 
     async def health_check(self, model: ModelSpec) -> None:
         await self.embed(["health"], model)

