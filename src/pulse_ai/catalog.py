@@ -46,8 +46,10 @@ SUPPORTED_PRECISIONS: dict[str, frozenset[str]] = {
 }
 # (backend, precision) pairs whose vectors were measured to stay in torch fp32's vector space:
 # queries embedded with one against documents indexed with the other keep SciFact nDCG@10 within
-# 0.005. Any other pair is a space of its own (its id names the backend and precision).
-SHARES_FP32_SPACE = frozenset({("torch", "fp32")})
+# 0.005 (OpenVINO fp32: 0.8521 mixed = 0.8521 torch alone, 400-document SciFact subset). Any other
+# pair is a space of its own (its id names the backend and precision): int8 and bf16 are not
+# the same numbers, and int8 fails its self-test here anyway.
+SHARES_FP32_SPACE = frozenset({("torch", "fp32"), ("openvino", "fp32")})
 # Used only when a configuration declares a model the catalog does not know and leaves the request
 # limits out: a conservative request shape, not another model's facts.
 DEFAULT_MAX_INPUTS_PER_REQUEST = 64

@@ -94,6 +94,8 @@ def test_space_ids_follow_the_measured_decision() -> None:
 
     fp32 = spec(None, None)
     assert fp32 == spec("torch", "fp32") == "sentence-transformers/all-MiniLM-L6-v2@384/unit"
+    assert spec("openvino", "fp32") == fp32  # measured: mixed with torch fp32, the same nDCG@10
+    assert spec("openvino", "int8") == "sentence-transformers/all-MiniLM-L6-v2+openvino-int8@384/unit"
     for backend, precision in [("openvino", "int8"), ("openvino", "bf16"), ("torch", "bf16"), ("onnx", "int8")]:
         shares = (backend, precision) in SHARES_FP32_SPACE
         space = spec(backend, precision)
