@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("PULSE_AI_CACHE", "off")  # the model is measured, not the embedding cache
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -266,6 +265,7 @@ def main() -> None:
     )
     parser.add_argument("--cache-dir", type=Path, default=None, help="where exports are kept (default: a temp dir)")
     args = parser.parse_args()
+    os.environ.setdefault("PULSE_AI_CACHE", "off")  # the model is measured, not the embedding cache
     names = [name.strip() for name in args.backends.split(",") if name.strip()]
     unknown = sorted(set(names) - set(BACKENDS))
     if unknown:
