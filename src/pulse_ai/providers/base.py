@@ -131,6 +131,10 @@ class EmbeddingProvider(Provider):
 
     #: Local models truncate long inputs themselves (and count them); remote ones refuse them.
     truncates_long_inputs: ClassVar[bool] = False
+    #: The provider merges concurrent requests itself (a local model's micro-batcher, which runs one
+    #: model call at a time and serves any event loop): the per-loop concurrency bound would only
+    #: keep apart the requests it wants to merge, so it is not applied.
+    merges_concurrent_calls: ClassVar[bool] = False
 
     @abstractmethod
     async def embed_batch(self, texts: list[str], model: ModelSpec) -> BatchEmbedding:
@@ -196,8 +200,11 @@ class EmbeddingProvider(Provider):
         )
 
     async def _run_batch(self, texts: list[str], model: ModelSpec) -> BatchEmbedding:
-        async with self.slots:
+        if self.merges_concurrent_calls:
             batch = await self.embed_batch(texts, model)
+        else:
+            async with self.slots:
+                batch = await self.embed_batch(texts, model)
         vectors = np.asarray(batch.vectors, dtype=np.float32)
         problem = check_vectors(vectors, len(texts), model)
         if problem:
