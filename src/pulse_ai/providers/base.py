@@ -21,7 +21,7 @@ from pulse_ai.catalog import Capability, ModelSpec
 from pulse_ai.errors import InputError, MalformedResponseError, ProviderError, PulseAIError
 from pulse_ai.redaction import install_log_redaction, register_secrets
 from pulse_ai.streams import GenerationStream
-from pulse_ai.tokens import estimate_many, estimate_tokens
+from pulse_ai.tokens import count_many, count_tokens, prepare
 from pulse_ai.types import (
     EmbeddingResult,
     GenerationParams,
@@ -155,7 +155,7 @@ class EmbeddingProvider(Provider):
         if not checked:
             return EmbeddingResult(np.zeros((0, dims), np.float32), model.ref, model.vector_space, Usage())
         needs_estimate = not self.truncates_long_inputs or model.max_tokens_per_request is not None
-        token_counts = await estimate_many(checked) if needs_estimate else [1] * len(checked)
+        token_counts = await count_many(checked, model.encoding) if needs_estimate else [1] * len(checked)
         if not self.truncates_long_inputs:
             for index, count in enumerate(token_counts):
                 if count > model.max_input_tokens:
@@ -255,6 +255,7 @@ class GenerationProvider(Provider):
     ) -> GenerationResult:
         checked = self._check(messages, model)
         checked_params = check_params(params)
+        await prepare(model.encoding)  # a usage fallback counts on the loop: load the encoding off it
         async with self.slots:
             return await self.complete(checked, checked_params, model)
 
@@ -272,6 +273,7 @@ class GenerationProvider(Provider):
 
         async def bounded() -> AsyncIterator[str | GenerationResult]:
             nonlocal sent
+            await prepare(model.encoding)  # a usage fallback counts on the loop: load the encoding off it
             async with self.slots:
                 source = self.stream_text(checked, params, model)
                 sent = True
@@ -290,8 +292,8 @@ class GenerationProvider(Provider):
                 usage = Usage(requests=1 if sent else 0)  # refused before anything was generated
             else:
                 # unfinished: what was sent and what was received, estimated (the provider did not say)
-                prompt = sum(estimate_tokens(m.content) for m in checked)
-                output = estimate_tokens(stream.text) if stream.text else 0
+                prompt = sum(count_tokens(m.content, model.encoding) for m in checked)
+                output = count_tokens(stream.text, model.encoding) if stream.text else 0
                 usage = Usage(prompt, output, 1, model.cost_usd(prompt, output), estimated=True)
             return (
                 Attempt(
