@@ -13,7 +13,8 @@ from the answer without disturbing the others. When a merged run fails, each of 
 again on its own, so a text that breaks the model fails only the call that sent it.
 
 Callers may come from several event loops and threads at once: results go back to each caller's
-own loop with ``call_soon_threadsafe``, and the runner thread belongs to no loop.
+own loop with ``call_soon_threadsafe``, and the runner thread belongs to no loop (it is started on
+demand and ends after a short idle time, so an unused provider holds no thread).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ __all__ = ["EncodedTexts", "MicroBatcher"]
 # A run takes queued calls up to this many texts (a call is never split): large enough to fill
 # many model batches, small enough that the first caller in a crowd is not held for all of it.
 MAX_TEXTS_PER_RUN = 256
+# The runner thread outlives a burst by this long, so that one caller after another (or bursts in
+# quick succession) reuse it and the thread pools torch keeps per calling thread.
+IDLE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ class MicroBatcher:
         self._encode = encode
         self._max_texts = max(1, max_texts_per_run)
         self._queue: deque[_Call] = deque()
-        self._lock = threading.Lock()
+        self._work = threading.Condition()
         self._running = False
         #: Runs made so far and calls served by them: how much merging happened (for tests and benches).
         self.runs = 0
@@ -73,10 +77,11 @@ class MicroBatcher:
         """Embed ``texts`` (already checked by the caller) as part of whatever run takes them."""
         loop = asyncio.get_running_loop()
         call = _Call(list(texts), loop, loop.create_future())
-        with self._lock:
+        with self._work:
             self._queue.append(call)
             start = not self._running
             self._running = True
+            self._work.notify()
         if start:
             threading.Thread(target=self._drain, name="pulse-ai-micro-batcher", daemon=True).start()
         try:
@@ -86,7 +91,7 @@ class MicroBatcher:
             raise
 
     def _take(self) -> list[_Call]:
-        """The next run's calls, oldest first; an empty list ends the runner (under the lock)."""
+        """The next run's calls, oldest first (under the lock)."""
         taken: list[_Call] = []
         count = 0
         while self._queue:
@@ -98,22 +103,24 @@ class MicroBatcher:
                 break
             taken.append(self._queue.popleft())
             count += len(call.texts)
-        if not taken:
-            self._running = False
         return taken
 
     def _drain(self) -> None:
         while True:
-            with self._lock:
+            with self._work:
                 calls = self._take()
-            if not calls:
-                return
+                if not calls:  # idle: wait a little for more before the thread ends
+                    self._work.wait(IDLE_SECONDS)
+                    calls = self._take()
+                    if not calls:
+                        self._running = False
+                        return
             try:
                 self._run(calls)
             except BaseException as exc:  # never leave a caller waiting on a dead runner
                 for call in calls:
                     _settle(call, exc)
-                with self._lock:
+                with self._work:
                     pending = list(self._queue)
                     self._queue.clear()
                     self._running = False
