@@ -19,12 +19,16 @@ def test_embedding_throughput_bench_prints_its_json() -> None:
         str(ROOT / "bench" / "embedding_throughput.py"),
         "--local-texts", "20", "--local-naive-texts", "5",
         "--remote-texts", "50", "--remote-naive-texts", "5", "--latency-ms", "1",
+        "--concurrent-callers", "12", "--concurrent-rounds", "1",
     ]  # fmt: skip
     completed = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
     report = json.loads(completed.stdout)
-    assert set(report) == {"local", "remote"}
+    assert set(report) == {"local", "remote", "concurrent"}
     assert report["local"]["texts"] == 20 and report["local"]["framework_per_s"] > 0
     assert report["remote"]["texts"] == 50 and report["remote"]["naive_per_s"] > 0
+    concurrent = report["concurrent"]
+    assert concurrent["callers"] == 12
+    assert min(concurrent[key] for key in ("per_s", "batched_per_s", "one_at_a_time_per_s")) > 0
 
 
 def test_vector_store_bench_prints_its_json() -> None:

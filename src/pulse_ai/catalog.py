@@ -12,7 +12,7 @@ from decimal import Decimal
 from enum import StrEnum
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, ValidationError
@@ -60,6 +60,9 @@ class CatalogEntry(BaseModel):
     input_price_per_million: NonNegativeFloat
     output_price_per_million: NonNegativeFloat = 0.0
     tier: Tier = Tier.BALANCED
+    #: The BPE encoding of an OpenAI model (``tokens.ENCODINGS``); None: counted by its own
+    #: tokenizer (a local model) or estimated (a model whose tokenizer pulse-ai does not have).
+    encoding: Literal["cl100k_base", "o200k_base"] | None = None
 
 
 class _CatalogFile(BaseModel):
@@ -92,6 +95,7 @@ class ModelSpec:
     tier: Tier
     space: str | None = None
     path: str | None = None
+    encoding: str | None = None
 
     @property
     def ref(self) -> str:
@@ -198,6 +202,7 @@ class Catalog:
             tier=model.tier or entry.tier,
             space=model.space,
             path=model.path,
+            encoding=model.encoding or entry.encoding,
         )
 
     def _price_source(self, provider: str, model: ModelConfig) -> str:

@@ -98,6 +98,9 @@ class ModelConfig(_Strict):
     tier: Tier | None = None
     # A model identity only (dimensions and normalisation are always added to the space id)
     space: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+    # The BPE encoding that counts this model's tokens, for a model the catalog does not know (a
+    # gateway serving an OpenAI model under its own name); without one, tokens are estimated.
+    encoding: Literal["cl100k_base", "o200k_base"] | None = None
 
 
 class _ProviderBase(_Strict):

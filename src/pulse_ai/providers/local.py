@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -13,6 +13,7 @@ from pulse_ai.catalog import ModelSpec
 from pulse_ai.config import SentenceTransformersConfig
 from pulse_ai.errors import ConfigError, ProviderUnavailableError
 from pulse_ai.providers.base import BatchEmbedding, EmbeddingProvider
+from pulse_ai.providers.batcher import EncodedTexts, MicroBatcher
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -77,7 +78,12 @@ def load_sentence_transformer(path: str, device: str = "auto") -> tuple[Sentence
 class SentenceTransformersProvider(EmbeddingProvider):
     type_name = "sentence_transformers"
     truncates_long_inputs = True
+    merges_concurrent_calls = True
     config: SentenceTransformersConfig
+
+    def __init__(self, name: str, config: SentenceTransformersConfig, models: Sequence[ModelSpec]) -> None:
+        super().__init__(name, config, models)
+        self._batchers: dict[str, MicroBatcher] = {}
 
     def _model_for(self, spec: ModelSpec) -> tuple[SentenceTransformer, threading.Lock]:
         model, lock = load_sentence_transformer(resolve_model_path(spec), self.config.device)
@@ -94,9 +100,13 @@ class SentenceTransformersProvider(EmbeddingProvider):
         return GPU_TOKENS_PER_BATCH if str(model.device).startswith("cuda") else CPU_TOKENS_PER_BATCH
 
     async def embed_batch(self, texts: list[str], model: ModelSpec) -> BatchEmbedding:
-        return await asyncio.to_thread(self._encode, texts, model)
+        """Concurrent calls for one model are merged into shared runs (see ``batcher``)."""
+        batcher = self._batchers.get(model.name)
+        if batcher is None:  # setdefault: two threads racing here end up with the same batcher
+            batcher = self._batchers.setdefault(model.name, MicroBatcher(lambda merged: self._encode(merged, model)))
+        return await batcher.submit(texts)
 
-    def _encode(self, texts: list[str], spec: ModelSpec) -> BatchEmbedding:
+    def _encode(self, texts: list[str], spec: ModelSpec) -> EncodedTexts:
         model, lock = self._model_for(spec)
         max_length = int(model.max_seq_length or spec.max_input_tokens)
         with lock:
@@ -110,10 +120,10 @@ class SentenceTransformersProvider(EmbeddingProvider):
                 raise ProviderUnavailableError(
                     f"local inference failed: {exc}", provider=self.name, model=spec.name
                 ) from exc
-        return BatchEmbedding(
+        return EncodedTexts(
             vectors=vectors,
-            input_tokens=sum(min(length, max_length) for length in lengths),
-            truncated=sum(1 for length in lengths if length > max_length),
+            tokens=[min(length, max_length) for length in lengths],
+            truncated=[length > max_length for length in lengths],
         )
 
     def _encode_by_tokens(
