@@ -150,7 +150,9 @@ def keys_create(
     tenant: str,
     name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
     scope: Annotated[list[str] | None, typer.Option(help="A scope it grants (repeatable; default '*').")] = None,
-    expires_days: Annotated[int | None, typer.Option(min=1, help="Expire after this many days.")] = None,
+    expires_days: Annotated[
+        int | None, typer.Option(min=1, max=36_500, help="Expire after this many days (at most 36500).")
+    ] = None,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:

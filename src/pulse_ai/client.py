@@ -37,7 +37,7 @@ from pulse_ai.providers.registry import create_provider
 from pulse_ai.routing import HealthRegistry, ModelHealth, Router, probe
 from pulse_ai.streams import GenerationStream
 from pulse_ai.tenancy import TenantAI
-from pulse_ai.types import EmbeddingResult, GenerationParams, GenerationResult, Message
+from pulse_ai.types import EmbeddingResult, GenerationParams, GenerationResult, Message, check_unicode_fields
 from pulse_ai.vectors import Indexer, VectorSpace, VectorStore, open_vector_store
 from pulse_ai.vectors.base import PurgeReport
 
@@ -223,6 +223,7 @@ class PulseAI:
 
     def route(self, model: str | None, pipeline: str | None, capability: Capability) -> Route:
         """How a call goes: the router (one model for ``model=``) and the models it may use."""
+        check_unicode_fields({"model": model, "pipeline": pipeline}, "")
         router = self._route(model, pipeline, capability)
         models = tuple(c.model for c in router.candidates)
         return Route(self._cached(router), None if model is not None else router.name, models, _longest_s(router))

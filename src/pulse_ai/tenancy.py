@@ -34,6 +34,7 @@ from pulse_ai.types import (
     GenerationResult,
     Message,
     check_params,
+    check_unicode_fields,
     normalise_messages,
 )
 from pulse_ai.usage import UsageSummaryRow
@@ -113,6 +114,7 @@ class TenantAI:
 
     # ---- routing within the tenant's settings ----------------------------------------------
     async def _route(self, model: str | None, pipeline: str | None, capability: Capability) -> tuple[Any, CallContext]:
+        check_unicode_fields({"model": model, "pipeline": pipeline}, "")
         settings = await self._ai.tenant_settings(self.tenant_id)
         if model is None and pipeline is None:
             pipeline = settings.default_pipeline(capability) if settings is not None else None

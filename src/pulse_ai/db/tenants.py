@@ -18,6 +18,7 @@ from pulse_ai.db.ids import SYSTEM_TENANT, validate_tenant_id
 from pulse_ai.db.models import TenantRow, TenantSettingsRow, TenantStatus
 from pulse_ai.db.types import utcnow
 from pulse_ai.errors import InputError, NotFoundError, TenantSuspendedError
+from pulse_ai.types import check_unicode_fields
 
 __all__ = ["Tenant", "TenantSettings", "Tenants"]
 
@@ -81,6 +82,7 @@ class Tenants:
     async def create(self, tenant_id: str, display_name: str | None = None) -> Tenant:
         """Create the tenant; one that already exists is returned unchanged ("already exists" is success)."""
         tenant_id = validate_tenant_id(tenant_id, allow_system=False)
+        check_unicode_fields(display_name, "the display name")
         now = utcnow()
         values = {
             "id": tenant_id,

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
@@ -173,12 +174,22 @@ def _all_failed(error: AllProvidersFailed) -> Problem:
     return Problem(503, str(error), "upstream_error", "upstream_unavailable", _retry_after(error))
 
 
+def field_path(location: Sequence[int | str]) -> str:
+    """``("body", "messages", 0, "name")`` as ``messages[0].name`` (``body`` for the whole body)."""
+    path = ""
+    for part in location:
+        if part == "body" and not path:
+            continue
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "body"
+
+
 def _validation_message(error: RequestValidationError) -> str:
     """Field paths and reasons only: the offending values (which may hold anything) are not echoed."""
     parts = []
     for item in error.errors()[:10]:
-        location = ".".join(str(part) for part in item.get("loc", ()) if part != "body") or "body"
-        reason = str(item.get("msg", "invalid"))
+        location = field_path(item.get("loc", ()))
+        reason = str(item.get("msg", "invalid")).removeprefix("Value error, ")
         if item.get("type") == "extra_forbidden":
             reason = "unsupported parameter"
         parts.append(f"{location}: {reason}")
