@@ -346,7 +346,9 @@ def credentials_set(tenant: str, provider: str, db: DbOption = None, config: Con
     secret = _read_secret()
 
     async def work(database: Database) -> str:
-        credentials = await Credentials.open(database)
+        # with a configuration, only its providers that take a key; without one, any well-formed name
+        providers = None if config is None else load_config(config).config.byok_providers()
+        credentials = await Credentials.open(database, providers=providers)
         info = await credentials.set(tenant, provider, secret)
         return f"credential {info.tenant_id} / {info.provider}: stored encrypted"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -153,8 +154,9 @@ class Platform:
 class PlatformHolder:
     """Opens the platform once per event loop; refuses a second running loop."""
 
-    def __init__(self, config: DatabaseConfig) -> None:
+    def __init__(self, config: DatabaseConfig, byok_providers: Sequence[str] | None = None) -> None:
         self.config = config
+        self.byok_providers = byok_providers
         self._platform: Platform | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
@@ -174,7 +176,7 @@ class PlatformHolder:
                 db = await Database.from_config(self.config)
                 try:
                     # encrypted credentials with no key to read them: a clear error, at start-up
-                    credentials = await Credentials.open(db)
+                    credentials = await Credentials.open(db, providers=self.byok_providers)
                 except BaseException:
                     await db.close()
                     raise
