@@ -20,7 +20,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from pulse_ai.config import load_config
-from pulse_ai.db import ApiKeys, Credentials, Database, SecretKeyring, Tenants
+from pulse_ai.db import ApiKeys, Credentials, Database, KnownPipelines, SecretKeyring, Tenants
 from pulse_ai.db.types import utcnow
 from pulse_ai.errors import InputError, PulseAIError
 from pulse_ai.usage import Budgets, UsageReports
@@ -62,6 +62,15 @@ def _run(db_url: str | None, config: Path | None, work: Callable[[Database], Awa
     except PulseAIError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(code=1) from None
+
+
+def _known_pipelines(config: Path | None) -> KnownPipelines | None:
+    """With ``--config``, the pipelines it defines (names given to settings and budgets are checked
+    against them); without one, any well-formed name is accepted."""
+    if config is None:
+        return None
+    loaded = load_config(config)
+    return KnownPipelines.of(loaded.config.pipelines, loaded.models)
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -221,7 +230,7 @@ def budgets_set(
     """Create or change TENANT's budget for a period (and optionally one pipeline)."""
 
     async def work(database: Database) -> str:
-        budgets = Budgets(database)
+        budgets = Budgets(database, known=_known_pipelines(config))
         budget = await budgets.set(
             tenant,
             pipeline=pipeline,

@@ -17,7 +17,17 @@ from decimal import Decimal
 from pydantic import SecretStr
 
 from pulse_ai.config import DatabaseConfig
-from pulse_ai.db import ApiKeys, Credentials, Database, IndexRuns, Tenant, Tenants, TenantSettings, new_id
+from pulse_ai.db import (
+    ApiKeys,
+    Credentials,
+    Database,
+    IndexRuns,
+    KnownPipelines,
+    Tenant,
+    Tenants,
+    TenantSettings,
+    new_id,
+)
 from pulse_ai.db.changes import total
 from pulse_ai.db.types import utcnow
 from pulse_ai.errors import PulseAIError, TenantSuspendedError
@@ -154,9 +164,15 @@ class Platform:
 class PlatformHolder:
     """Opens the platform once per event loop; refuses a second running loop."""
 
-    def __init__(self, config: DatabaseConfig, byok_providers: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        config: DatabaseConfig,
+        byok_providers: Sequence[str] | None = None,
+        known: KnownPipelines | None = None,
+    ) -> None:
         self.config = config
         self.byok_providers = byok_providers
+        self.known = known
         self._platform: Platform | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
@@ -180,7 +196,10 @@ class PlatformHolder:
                 except BaseException:
                     await db.close()
                     raise
-                self._platform = Platform(db, UsageServices(db), Tenants(db), ApiKeys(db), IndexRuns(db), credentials)
+                usage = UsageServices(db)
+                usage.budgets.known = self.known
+                tenants = Tenants(db, known=self.known)
+                self._platform = Platform(db, usage, tenants, ApiKeys(db), IndexRuns(db), credentials)
         return self._platform
 
     @property
