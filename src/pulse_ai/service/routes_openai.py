@@ -217,16 +217,19 @@ async def get_model(model_id: str, request: Request, who: KeyCaller) -> Response
 
 
 async def _usable_models(request: Request, who: Caller) -> list[dict[str, Any]]:
-    """The configured pipelines and models this key's tenant may use."""
+    """What this key's tenant may call, by the rule the calls themselves follow (``TenantAI._route``):
+    the pipelines its settings allow (all when they list none), and a ``provider/model`` only when
+    the allowed list names that ref itself (a direct call would skip its pipelines' budgets)."""
     ai = service(request).ai
     settings = await ai.tenant_settings(who.tenant_id)
     allowed = settings.allows if settings is not None else (lambda _: True)
+    direct = set(settings.allowed_pipelines or ()) if settings is not None else set()
     models: list[dict[str, Any]] = []
     for name, pipeline in sorted(ai.loaded.config.pipelines.items()):
         if allowed(name):
             models.append(_model(name, "pipeline", [pipeline.kind.value]))
     for ref, spec in sorted(ai.loaded.models.items()):
-        if allowed(ref):
+        if ref in direct:
             models.append(_model(ref, "model", sorted(c.value for c in spec.capabilities)))
     return models
 
