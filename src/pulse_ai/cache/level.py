@@ -10,6 +10,11 @@ a text.
 A level is one or two tiers, front first (memory in front of SQLite or Redis). A read asks each
 tier in turn for what is still missing, and copies what a back tier had into the front ones.
 
+**Values are bound to their keys.** Every value is stored with a digest of its key in front
+(``codec.bind``) and checked when read: a value found under a key it was not stored under (a row
+copied or tampered with, a mix-up in a backend) is counted as corrupt, deleted and treated as a
+miss, never served as that key's answer.
+
 **Clears reach every process.** A front (memory) tier is this process's alone, so a clear made by
 another process (a tenant purge, ``pulse-ai cache clear``) could not reach it. Each clear therefore
 replaces an *epoch* token in the shared back tier (one per level and tenant, and one per level for
@@ -32,6 +37,7 @@ from typing import TypeVar
 from redis.exceptions import RedisError
 
 from pulse_ai.cache.backend import CacheBackend
+from pulse_ai.cache.codec import bind, unbind
 from pulse_ai.cache.keys import ALL_SCOPE, epoch_key
 from pulse_ai.cache.stats import CacheStats
 
@@ -206,22 +212,34 @@ class CacheLevel:
             )
             promote: list[tuple[str, bytes]] = []
             left: list[int] = []
+            foreign: list[str] = []
             for index, value in zip(todo, values, strict=True):
-                if value is None:
+                unbound = None if value is None else unbind(keys[index], value)
+                if unbound is None:
                     left.append(index)
-                else:
-                    found[index] = (value, tier.name)
-                    if position:
-                        promote.append((keys[index], value))
+                    if value is not None:
+                        foreign.append(keys[index])
+                    continue
+                assert value is not None
+                found[index] = (unbound, tier.name)
+                if position:
+                    promote.append((keys[index], value))
             self.stats.hit(self.name, tier.name, tenant, len(todo) - len(left))
             self.stats.miss(self.name, tier.name, tenant, len(left))
+            if foreign:
+                await self._drop_foreign(tier, foreign, tenant)
             if promote:
                 await self._write(self.tiers[:position], promote, tenant)
             todo = left
         return found
 
+    async def _drop_foreign(self, tier: Tier, keys: Sequence[str], tenant: str) -> None:
+        """Entries whose value was not stored under their key: counted as corrupt and removed."""
+        self.stats.corrupt(self.name, tier.name, tenant, len(keys))
+        await tier.run(lambda: tier.backend.delete_many(keys), None, entries=len(keys), cache=self.name, tenant=tenant)
+
     async def set_many(self, items: Sequence[tuple[str, bytes]], tenant: str) -> None:
-        await self._write(self.tiers, items, tenant)
+        await self._write(self.tiers, [(key, bind(key, value)) for key, value in items], tenant)
 
     async def _write(self, tiers: Sequence[Tier], items: Sequence[tuple[str, bytes]], tenant: str) -> None:
         if not items:
@@ -256,20 +274,39 @@ class CacheLevel:
         values = await tier.run(
             lambda: tier.backend.get_many([key]), missing, entries=1, cache=self.name, tenant=tenant
         )
-        return values[0]
+        if values[0] is None:
+            return None
+        unbound = unbind(key, values[0])
+        if unbound is None:
+            await self._drop_foreign(tier, [key], tenant)
+        return unbound
 
     async def set_back(self, items: Sequence[tuple[str, bytes]], tenant: str, ttl: float | None) -> bool:
         tier = self.back
+        bound = [(key, bind(key, value)) for key, value in items]
         return await tier.run(
-            lambda: _true(tier.backend.set_many(items, ttl)), False, entries=len(items), cache=self.name, tenant=tenant
+            lambda: _true(tier.backend.set_many(bound, ttl)), False, entries=len(items), cache=self.name, tenant=tenant
         )
 
     async def scan_back(self, namespace: str, scope: str) -> list[tuple[str, bytes]] | None:
         """Every entry of a namespace and scope in the authoritative tier; None when it is down."""
         tier = self.back
-        return await tier.run(
+        entries = await tier.run(
             lambda: _some(tier.backend.scan(namespace, scope)), None, entries=0, cache=self.name, tenant=scope
         )
+        if entries is None:
+            return None
+        kept: list[tuple[str, bytes]] = []
+        foreign: list[str] = []
+        for key, value in entries:
+            unbound = unbind(key, value)
+            if unbound is None:
+                foreign.append(key)
+            else:
+                kept.append((key, unbound))
+        if foreign:
+            await self._drop_foreign(tier, foreign, scope)
+        return kept
 
     async def clear(self, namespace: str | None, scope: str | None) -> int:
         removed = 0
