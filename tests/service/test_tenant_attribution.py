@@ -1,6 +1,7 @@
 """The tenant table routes bill each call to the calling API key and use the tenant's default
-embedding pipeline from its settings, as the OpenAI-compatible routes do (M3); indexing for a tenant
-that does not exist is a 404, and creates nothing (L1)."""
+embedding pipeline from its settings, as the OpenAI-compatible routes do (M3). (A tenant that does
+not exist has no key, so the service cannot be asked for one: the library and CLI side of that is in
+``tests/vectors/test_unknown_tenant.py``.)"""
 
 from __future__ import annotations
 
