@@ -26,7 +26,7 @@ from pulse_ai.service.settings import ServiceSettings
 from pulse_ai.service.sse import FINISH_REASONS, ChatStreamResponse
 from pulse_ai.service.state import EmbedCaller, GenerateCaller, KeyCaller, request_info, service
 from pulse_ai.streams import GenerationStream
-from pulse_ai.types import GenerationParams
+from pulse_ai.types import GenerationParams, check_params
 
 __all__ = ["router"]
 
@@ -108,12 +108,15 @@ def _generation_input(body: ChatRequest, settings: ServiceSettings) -> tuple[lis
             )
         messages.append({"role": "system" if message.role == "developer" else message.role, "content": text})
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
-    params = GenerationParams(
-        temperature=body.temperature,
-        max_tokens=body.max_completion_tokens or body.max_tokens,
-        top_p=body.top_p,
-        stop=stop,
-        seed=body.seed,
+    # the library's own bounds (check_params: an InputError naming the field), never a bare ValidationError
+    params = check_params(
+        {
+            "temperature": body.temperature,
+            "max_tokens": body.max_completion_tokens or body.max_tokens,
+            "top_p": body.top_p,
+            "stop": stop,
+            "seed": body.seed,
+        }
     )
     return messages, params
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pulse_ai.types import lone_surrogate
+from pulse_ai.types import MAX_OUTPUT_TOKENS, lone_surrogate
 
 __all__ = [
     "BudgetIn",
@@ -76,10 +76,10 @@ class ChatRequest(_Body):
     messages: list[ChatMessage] = Field(min_length=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    max_tokens: int | None = Field(default=None, gt=0)
-    max_completion_tokens: int | None = Field(default=None, gt=0)
+    max_tokens: int | None = Field(default=None, gt=0, le=MAX_OUTPUT_TOKENS)
+    max_completion_tokens: int | None = Field(default=None, gt=0, le=MAX_OUTPUT_TOKENS)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), lt=2**63)
     n: Literal[1] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
