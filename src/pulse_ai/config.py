@@ -314,6 +314,10 @@ class PulseConfig(_Strict):
                 raise ValueError(f"name {name!r} must match {NAME_PATTERN}")
         return value
 
+    def byok_providers(self) -> list[str]:
+        """The providers a tenant may bring its own key for: those that take an ``api_key``."""
+        return sorted(name for name, provider in self.providers.items() if hasattr(provider, "api_key"))
+
 
 class LoadedConfig:
     """A validated configuration with every model resolved against the catalog."""
