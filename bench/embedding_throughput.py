@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -125,6 +126,48 @@ async def bench_local(count: int, naive_count: int, mix: str = "mixed") -> dict[
         "framework_vs_raw": round(framework / raw, 3),
         "framework_vs_naive": round(framework / naive, 1),
     }
+
+
+async def bench_concurrent(callers: int, rounds: int, mix: str = "titles") -> dict[str, float | int | str]:
+    """``callers`` single-text calls at once (each its own task, as the HTTP service makes them)
+    through the real local provider, against one call of the same texts and against one call at a
+    time. Each figure is the median of ``rounds``."""
+    import statistics
+
+    from pulse_ai.providers.local import SentenceTransformersProvider
+
+    texts = title_texts(callers, seed=11) if mix == "titles" else mixed_texts(callers, seed=11)
+    async with PulseAI.default() as ai:
+        _, spec = ai.model("local/all-MiniLM-L6-v2")
+        provider = ai.provider(spec.provider)
+        assert isinstance(provider, SentenceTransformersProvider)
+        await provider.embed(texts[:64], spec)  # warm up
+
+        async def concurrent() -> None:
+            results = await asyncio.gather(*(provider.embed([text], spec) for text in texts))
+            assert all(result.vectors.shape[0] == 1 for result in results)
+
+        async def batched() -> None:
+            assert len(await provider.embed(texts, spec)) == callers
+
+        async def one_at_a_time() -> None:
+            for text in texts:
+                await provider.embed([text], spec)
+
+        async def rate(run: Callable[[], Awaitable[None]]) -> float:
+            started = time.perf_counter()
+            await run()
+            return callers / (time.perf_counter() - started)
+
+        measured: dict[str, list[float]] = {"per_s": [], "batched_per_s": [], "one_at_a_time_per_s": []}
+        for _ in range(rounds):  # interleaved, so that a burst of load hits all three alike
+            measured["per_s"].append(await rate(concurrent))
+            measured["batched_per_s"].append(await rate(batched))
+            measured["one_at_a_time_per_s"].append(await rate(one_at_a_time))
+    report: dict[str, float | int | str] = {"callers": callers, "mix": mix, "rounds": rounds}
+    report.update({key: round(statistics.median(values), 1) for key, values in measured.items()})
+    report["vs_batched"] = round(float(report["per_s"]) / float(report["batched_per_s"]), 3)
+    return report
 
 
 async def bench_remote(base_url: str, count: int, naive_count: int, latency_ms: int) -> dict[str, float | int]:
@@ -254,6 +297,9 @@ def main() -> None:
     parser.add_argument("--local-texts", type=int, default=2000)
     parser.add_argument("--local-naive-texts", type=int, default=2000)
     parser.add_argument("--local-mix", choices=["mixed", "titles"], default="mixed")
+    parser.add_argument("--concurrent-callers", type=int, default=200)
+    parser.add_argument("--concurrent-mix", choices=["mixed", "titles"], default="titles")
+    parser.add_argument("--concurrent-rounds", type=int, default=5)
     parser.add_argument("--remote-texts", type=int, default=10_000)
     parser.add_argument("--remote-naive-texts", type=int, default=200)
     parser.add_argument("--latency-ms", type=int, default=50)
@@ -290,6 +336,9 @@ def main() -> None:
             bench_local(args.local_texts, min(args.local_naive_texts, args.local_texts), args.local_mix)
         ),
         "remote": run_remote(args.remote_texts, min(args.remote_naive_texts, args.remote_texts), args.latency_ms),
+        "concurrent": asyncio.run(
+            bench_concurrent(args.concurrent_callers, args.concurrent_rounds, args.concurrent_mix)
+        ),
     }
     print(json.dumps(report))
 

@@ -21,11 +21,11 @@ def test_embedding_throughput_bench_prints_its_json() -> None:
         "--local-texts", "20", "--local-naive-texts", "5",
         "--remote-texts", "50", "--remote-naive-texts", "5", "--latency-ms", "1",
         "--backends", "torch_fp32,onnx_int8", "--backend-long-texts", "6", "--backend-short-texts", "12",
-        "--backend-ndcg-docs", "0",
+        "--backend-ndcg-docs", "0", "--concurrent-callers", "12", "--concurrent-rounds", "1",
     ]  # fmt: skip
     completed = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
     report = json.loads(completed.stdout)
-    assert set(report) >= {"local", "remote", "backends", "default_backend"}
+    assert set(report) >= {"local", "remote", "backends", "default_backend", "concurrent"}
     assert report["default_backend"] == "torch_fp32"
     torch_fp32 = report["backends"]["torch_fp32"]
     assert torch_fp32["long_per_s"] > 0 and torch_fp32["short_per_s"] > 0 and torch_fp32["ndcg_at_10"] is None
@@ -33,6 +33,9 @@ def test_embedding_throughput_bench_prints_its_json() -> None:
     assert ("long_per_s" in onnx) != ("error" in onnx)
     assert report["local"]["texts"] == 20 and report["local"]["framework_per_s"] > 0
     assert report["remote"]["texts"] == 50 and report["remote"]["naive_per_s"] > 0
+    concurrent = report["concurrent"]
+    assert concurrent["callers"] == 12
+    assert min(concurrent[key] for key in ("per_s", "batched_per_s", "one_at_a_time_per_s")) > 0
 
 
 def test_vector_store_bench_prints_its_json() -> None:

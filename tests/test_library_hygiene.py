@@ -48,13 +48,14 @@ def test_the_bundled_model_loads_without_offline_variables() -> None:
 
 async def test_token_estimates_of_large_batches_run_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     threads: list[tuple[int, str]] = []
-    real = pulse_ai.tokens._estimate_all
+    real = pulse_ai.tokens._count_all
 
-    def spy(texts: list[str]) -> list[int]:
+    def spy(texts: list[str], encoding_name: str | None) -> list[int]:
         threads.append((len(texts), threading.current_thread().name))
-        return real(texts)
+        return real(texts, encoding_name)
 
-    monkeypatch.setattr(pulse_ai.tokens, "_estimate_all", spy)
+    monkeypatch.setattr(pulse_ai.tokens, "_count_all", spy)
+    pulse_ai.tokens.encoding("cl100k_base")  # loaded (the first load runs off the loop as well)
     yaml = "providers:\n  a: {type: fake, models: [{name: text-embedding-3-small}]}\n"
     async with PulseAI.from_yaml(yaml) as ai:
         await ai.embed(["short"], model="a/text-embedding-3-small")
@@ -64,7 +65,7 @@ async def test_token_estimates_of_large_batches_run_off_the_event_loop(monkeypat
     small = {thread for count, thread in threads if count == 1}
     large = {thread for count, thread in threads if count == 64}
     assert small == {loop_thread}  # a small batch: not worth a thread
-    assert large and loop_thread not in large  # every estimate of the large one ran off the loop
+    assert large and loop_thread not in large  # every count of the large one ran off the loop
 
 
 async def test_aclose_closes_everything_even_when_one_close_fails() -> None:

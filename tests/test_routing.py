@@ -234,6 +234,8 @@ async def test_fastest_moves_to_the_faster_server(fake: FakeOpenAIServer, fake2:
     pipeline = EMBED_PIPELINE + "    strategy: fastest\n    explore_rate: 0.0\n"
     ai = PulseAI.from_yaml(two_providers(fake, fake2, pipeline))
     router = own_router(ai, rng=random.Random(1))
+    for candidate in router.candidates:  # a first call outside the router: the process's cold start
+        await candidate.provider.embed(["warm up"], candidate.model)  # (imports, ~0.5 s) is not latency
     fake.set_latency(0.0)
     fake2.set_latency(0.12)
     served = [(await router.embed([f"t{i}"])).model for i in range(6)]

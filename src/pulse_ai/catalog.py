@@ -12,7 +12,7 @@ from decimal import Decimal
 from enum import StrEnum
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, ValidationError
@@ -85,6 +85,9 @@ class CatalogEntry(BaseModel):
     input_price_per_million: NonNegativeFloat
     output_price_per_million: NonNegativeFloat = 0.0
     tier: Tier = Tier.BALANCED
+    #: The BPE encoding of an OpenAI model (``tokens.ENCODINGS``); None: counted by its own
+    #: tokenizer (a local model) or estimated (a model whose tokenizer pulse-ai does not have).
+    encoding: Literal["cl100k_base", "o200k_base"] | None = None
 
 
 class _CatalogFile(BaseModel):
@@ -119,6 +122,7 @@ class ModelSpec:
     path: str | None = None
     backend: str | None = None  # local models: how the model runs (None for remote ones)
     precision: str | None = None
+    encoding: str | None = None
 
     @property
     def ref(self) -> str:
@@ -246,6 +250,7 @@ class Catalog:
             path=model.path,
             backend=backend,
             precision=precision,
+            encoding=model.encoding or entry.encoding,
         )
 
     def _price_source(self, provider: str, model: ModelConfig) -> str:

@@ -20,7 +20,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from pulse_ai.config import load_config
-from pulse_ai.db import ApiKeys, Credentials, Database, SecretKeyring, Tenants
+from pulse_ai.db import ApiKeys, Credentials, Database, KnownPipelines, SecretKeyring, Tenants
 from pulse_ai.db.types import utcnow
 from pulse_ai.errors import InputError, PulseAIError
 from pulse_ai.usage import Budgets, UsageReports
@@ -62,6 +62,15 @@ def _run(db_url: str | None, config: Path | None, work: Callable[[Database], Awa
     except PulseAIError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(code=1) from None
+
+
+def _known_pipelines(config: Path | None) -> KnownPipelines | None:
+    """With ``--config``, the pipelines it defines (names given to settings and budgets are checked
+    against them); without one, any well-formed name is accepted."""
+    if config is None:
+        return None
+    loaded = load_config(config)
+    return KnownPipelines.of(loaded.config.pipelines, loaded.models)
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -150,7 +159,9 @@ def keys_create(
     tenant: str,
     name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
     scope: Annotated[list[str] | None, typer.Option(help="A scope it grants (repeatable; default '*').")] = None,
-    expires_days: Annotated[int | None, typer.Option(min=1, help="Expire after this many days.")] = None,
+    expires_days: Annotated[
+        int | None, typer.Option(min=1, max=36_500, help="Expire after this many days (at most 36500).")
+    ] = None,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -219,7 +230,7 @@ def budgets_set(
     """Create or change TENANT's budget for a period (and optionally one pipeline)."""
 
     async def work(database: Database) -> str:
-        budgets = Budgets(database)
+        budgets = Budgets(database, known=_known_pipelines(config))
         budget = await budgets.set(
             tenant,
             pipeline=pipeline,
@@ -344,7 +355,9 @@ def credentials_set(tenant: str, provider: str, db: DbOption = None, config: Con
     secret = _read_secret()
 
     async def work(database: Database) -> str:
-        credentials = await Credentials.open(database)
+        # with a configuration, only its providers that take a key; without one, any well-formed name
+        providers = None if config is None else load_config(config).config.byok_providers()
+        credentials = await Credentials.open(database, providers=providers)
         info = await credentials.set(tenant, provider, secret)
         return f"credential {info.tenant_id} / {info.provider}: stored encrypted"
 

@@ -8,11 +8,12 @@ budget -> (cache) -> router -> providers, and one usage row per attempt in the l
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -28,7 +29,7 @@ from pulse_ai.config import (
     load_config_text,
 )
 from pulse_ai.context import SYSTEM_TENANT, CallContext
-from pulse_ai.db import IndexRuns, TenantSettings
+from pulse_ai.db import IndexRuns, KnownPipelines, TenantSettings
 from pulse_ai.errors import InputError
 from pulse_ai.metering import DEFAULT_LONGEST_S, Meter, Route
 from pulse_ai.platform import Platform, PlatformHolder
@@ -37,9 +38,11 @@ from pulse_ai.providers.registry import create_provider
 from pulse_ai.routing import HealthRegistry, ModelHealth, Router, probe
 from pulse_ai.streams import GenerationStream
 from pulse_ai.tenancy import TenantAI
-from pulse_ai.types import EmbeddingResult, GenerationParams, GenerationResult, Message
+from pulse_ai.types import EmbeddingResult, GenerationParams, GenerationResult, Message, check_unicode_fields
 from pulse_ai.vectors import Indexer, VectorSpace, VectorStore, open_vector_store
 from pulse_ai.vectors.base import PurgeReport
+from pulse_ai.vectors.indexer import IndexReport, Record
+from pulse_ai.vectors.scope import validate_name
 
 __all__ = ["DEFAULT_CONFIG", "PulseAI"]
 
@@ -63,7 +66,11 @@ class PulseAI:
         self._direct_routers: dict[tuple[str, Capability], Router] = {}
         self.health = HealthRegistry()
         self._vector_store: VectorStore | None = None
-        self._platform = PlatformHolder(loaded.config.database)
+        self._platform = PlatformHolder(
+            loaded.config.database,
+            loaded.config.byok_providers(),
+            KnownPipelines.of(loaded.config.pipelines, loaded.models),
+        )
         # bring-your-own-key: providers and routers built with a tenant's own credentials
         self._tenant_providers: dict[tuple[str, str, str], Provider] = {}
         self._tenant_routers: dict[tuple[str, str, str], Router] = {}
@@ -145,11 +152,12 @@ class PulseAI:
             self._vector_store.cache = self.caches.vector_cache()  # search results and tenants' schema
         return self._vector_store
 
-    def indexer(self, pipeline: str = "embedding") -> Indexer:
+    def indexer(self, pipeline: str = "embedding", *, caller: TenantAI | None = None) -> Indexer:
         """Indexing and search of tenants' records with an embedding pipeline and the vector store.
-        What a tenant's records and queries cost to embed is that tenant's; each ``index`` run is
-        recorded in ``index_runs``."""
-        return PlatformIndexer(self, pipeline)
+        What a tenant's records and queries cost to embed is that tenant's (through ``caller`` for
+        its tenant, so that its API key is on the ledger); each ``index`` run is recorded in
+        ``index_runs``; a tenant that does not exist is a ``NotFoundError``."""
+        return PlatformIndexer(self, pipeline, caller=caller)
 
     # ---- tenants and the platform's records ------------------------------------------------
     def tenant(self, tenant_id: str, *, api_key_id: str | None = None) -> TenantAI:
@@ -223,6 +231,7 @@ class PulseAI:
 
     def route(self, model: str | None, pipeline: str | None, capability: Capability) -> Route:
         """How a call goes: the router (one model for ``model=``) and the models it may use."""
+        check_unicode_fields({"model": model, "pipeline": pipeline}, "")
         router = self._route(model, pipeline, capability)
         models = tuple(c.model for c in router.candidates)
         return Route(self._cached(router), None if model is not None else router.name, models, _longest_s(router))
@@ -350,7 +359,7 @@ class PlatformIndexer(Indexer):
     """The indexer of a PulseAI: each tenant's embeddings are billed to that tenant, and every
     ``index`` run is recorded (tenant, table, times, counts, status) for the ETL side."""
 
-    def __init__(self, ai: PulseAI, pipeline: str) -> None:
+    def __init__(self, ai: PulseAI, pipeline: str, *, caller: TenantAI | None = None) -> None:
         router = ai._pipeline(pipeline, Capability.EMBEDDING)
         dimensions = router.candidates[0].model.dimensions
         assert router.vector_space is not None and dimensions is not None
@@ -362,10 +371,18 @@ class PlatformIndexer(Indexer):
         super().__init__(
             _TenantEmbedder(ai.system, pipeline, space),
             ai.vector_store(),
-            embedder_for=lambda tenant: _TenantEmbedder(ai.tenant(tenant), pipeline, space),
+            embedder_for=lambda tenant: _TenantEmbedder(
+                caller if caller is not None and caller.tenant_id == tenant else ai.tenant(tenant), pipeline, space
+            ),
             runs=runs,
         )
         self._ai = ai
+
+    async def index(self, tenant: str, table: str, records: Iterable[Record | Mapping[str, Any]]) -> IndexReport:
+        """As ``Indexer.index``, for a tenant that exists (``NotFoundError`` otherwise, before any run
+        is recorded or anything embedded)."""
+        await self._ai.tenant_settings(validate_name(tenant, "tenant"))
+        return await super().index(tenant, table, records)
 
     async def purge_tenant(self, tenant: str) -> PurgeReport:
         """Every point of the tenant, in every table and space, and its cached embeddings, answers,

@@ -109,6 +109,9 @@ class ModelConfig(_Strict):
     # Local models only: how the model runs (None: the measured default, DEFAULT_LOCAL_BACKEND)
     backend: Literal["torch", "onnx", "openvino"] | None = None
     precision: Literal["fp32", "bf16", "int8"] | None = None
+    # The BPE encoding that counts this model's tokens, for a model the catalog does not know (a
+    # gateway serving an OpenAI model under its own name); without one, tokens are estimated.
+    encoding: Literal["cl100k_base", "o200k_base"] | None = None
 
 
 class _ProviderBase(_Strict):
@@ -340,6 +343,10 @@ class PulseConfig(_Strict):
             if not re.match(NAME_PATTERN, name):
                 raise ValueError(f"name {name!r} must match {NAME_PATTERN}")
         return value
+
+    def byok_providers(self) -> list[str]:
+        """The providers a tenant may bring its own key for: those that take an ``api_key``."""
+        return sorted(name for name, provider in self.providers.items() if hasattr(provider, "api_key"))
 
 
 class LoadedConfig:

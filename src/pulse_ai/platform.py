@@ -10,13 +10,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from pydantic import SecretStr
 
 from pulse_ai.config import DatabaseConfig
-from pulse_ai.db import ApiKeys, Credentials, Database, IndexRuns, Tenant, Tenants, TenantSettings, new_id
+from pulse_ai.db import (
+    ApiKeys,
+    Credentials,
+    Database,
+    IndexRuns,
+    KnownPipelines,
+    Tenant,
+    Tenants,
+    TenantSettings,
+    new_id,
+)
 from pulse_ai.db.changes import total
 from pulse_ai.db.types import utcnow
 from pulse_ai.errors import PulseAIError, TenantSuspendedError
@@ -153,8 +164,15 @@ class Platform:
 class PlatformHolder:
     """Opens the platform once per event loop; refuses a second running loop."""
 
-    def __init__(self, config: DatabaseConfig) -> None:
+    def __init__(
+        self,
+        config: DatabaseConfig,
+        byok_providers: Sequence[str] | None = None,
+        known: KnownPipelines | None = None,
+    ) -> None:
         self.config = config
+        self.byok_providers = byok_providers
+        self.known = known
         self._platform: Platform | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
@@ -174,11 +192,14 @@ class PlatformHolder:
                 db = await Database.from_config(self.config)
                 try:
                     # encrypted credentials with no key to read them: a clear error, at start-up
-                    credentials = await Credentials.open(db)
+                    credentials = await Credentials.open(db, providers=self.byok_providers)
                 except BaseException:
                     await db.close()
                     raise
-                self._platform = Platform(db, UsageServices(db), Tenants(db), ApiKeys(db), IndexRuns(db), credentials)
+                usage = UsageServices(db)
+                usage.budgets.known = self.known
+                tenants = Tenants(db, known=self.known)
+                self._platform = Platform(db, usage, tenants, ApiKeys(db), IndexRuns(db), credentials)
         return self._platform
 
     @property

@@ -47,7 +47,7 @@ from pulse_ai.errors import (
 )
 from pulse_ai.providers.base import EmbeddingProvider, GenerationProvider, HealthStatus, Provider
 from pulse_ai.streams import GenerationStream, cancel_outcome
-from pulse_ai.tokens import estimate_many, estimate_tokens
+from pulse_ai.tokens import count_tokens, estimate_many
 from pulse_ai.types import (
     EmbeddingResult,
     GenerationParams,
@@ -265,8 +265,8 @@ class Router:
 
         tokens = await self._estimate(message.content for message in checked)
 
-        def prompt_tokens() -> int:
-            return sum(estimate_tokens(m.content) for m in checked)
+        def prompt_tokens(encoding_name: str | None) -> int:
+            return sum(count_tokens(m.content, encoding_name) for m in checked)
 
         result, attempts = await self._run(
             call, tokens, params.max_tokens or DEFAULT_OUTPUT_ESTIMATE, sent_tokens=prompt_tokens
@@ -285,8 +285,8 @@ class Router:
         def failed() -> list[Attempt]:
             return [a for a in tried if not a.ok]
 
-        def prompt_tokens() -> int:
-            return sum(estimate_tokens(m.content) for m in checked)
+        def prompt_tokens(encoding_name: str | None) -> int:
+            return sum(count_tokens(m.content, encoding_name) for m in checked)
 
         async def first_chunk(candidate: Candidate) -> tuple[GenerationStream, str | None]:
             assert isinstance(candidate.provider, GenerationProvider)
@@ -344,7 +344,7 @@ class Router:
         input_tokens: int,
         output_tokens: int,
         attempts: list[Attempt] | None = None,
-        sent_tokens: Callable[[], int] = lambda: 0,
+        sent_tokens: Callable[[str | None], int] = lambda encoding_name: 0,
     ) -> tuple[T, tuple[Attempt, ...]]:
         attempts = [] if attempts is None else attempts
         skipped: list[Candidate] = []
@@ -364,12 +364,13 @@ class Router:
         candidate: Candidate,
         attempts: list[Attempt],
         inputs: int,
-        sent_tokens: Callable[[], int] = lambda: 0,
+        sent_tokens: Callable[[str | None], int] = lambda encoding_name: 0,
     ) -> _Served[T] | ProviderError:
         """One candidate's call: its result, or the error when the router should move on (any other
         error is raised). Either way it is recorded in ``attempts``, and the breaker gets a verdict
         or its trial back. A call cancelled mid-way is recorded too, as ``cancelled`` with what it
-        sent (``sent_tokens()`` input tokens, estimated): the provider may bill them."""
+        sent (``sent_tokens(encoding)`` input tokens, counted in the candidate's encoding; estimated
+        when it has none): the provider may bill them."""
         started = self._clock()
         perf = time.perf_counter()
         verdict = False
@@ -413,7 +414,7 @@ class Router:
                 return error
             raise
         except asyncio.CancelledError as cancel:
-            tokens = sent_tokens()
+            tokens = sent_tokens(candidate.model.encoding)
             usage = Usage(tokens, 0, 1, candidate.model.cost_usd(tokens), estimated=True)
             attempts.append(
                 Attempt(
@@ -434,8 +435,8 @@ class Router:
                 candidate.breaker.release()  # cancelled, or the caller's own error: no verdict
 
 
-def _sent_tokens(texts: Sequence[str], indices: Iterable[int]) -> int:
-    return sum(estimate_tokens(texts[i]) for i in indices)
+def _sent_tokens(texts: Sequence[str], indices: Iterable[int], encoding_name: str | None) -> int:
+    return sum(count_tokens(texts[i], encoding_name) for i in indices)
 
 
 async def probe(provider: Provider, model: ModelSpec) -> tuple[HealthStatus, ProviderError | None]:

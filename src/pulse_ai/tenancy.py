@@ -34,6 +34,7 @@ from pulse_ai.types import (
     GenerationResult,
     Message,
     check_params,
+    check_unicode_fields,
     normalise_messages,
 )
 from pulse_ai.usage import UsageSummaryRow
@@ -103,9 +104,9 @@ class TenantAI:
         return relay(open_inner)
 
     def indexer(self, pipeline: str | None = None) -> TenantIndexer:
-        """Indexing and search of this tenant's records (embedding costs are this tenant's)."""
-        name = pipeline or "embedding"
-        return TenantIndexer(self.tenant_id, self._ai.indexer(name), self._ai)
+        """Indexing and search of this tenant's records (embedding costs are this tenant's, billed to
+        its API key when it has one); ``pipeline`` defaults to the tenant's default embedding pipeline."""
+        return TenantIndexer(self, pipeline, self._ai)
 
     @property
     def usage(self) -> TenantUsage:
@@ -113,6 +114,7 @@ class TenantAI:
 
     # ---- routing within the tenant's settings ----------------------------------------------
     async def _route(self, model: str | None, pipeline: str | None, capability: Capability) -> tuple[Any, CallContext]:
+        check_unicode_fields({"model": model, "pipeline": pipeline}, "")
         settings = await self._ai.tenant_settings(self.tenant_id)
         if model is None and pipeline is None:
             pipeline = settings.default_pipeline(capability) if settings is not None else None
@@ -142,20 +144,39 @@ class TenantTable:
 
 
 class TenantIndexer:
-    """An indexer bound to one tenant: every read and write is in that tenant's scope, and each
-    ``index`` run is recorded (``index_runs``) for the platform's ETL side."""
+    """An indexer bound to one tenant: every read and write is in that tenant's scope, each
+    ``index`` run is recorded (``index_runs``) for the platform's ETL side, and what embedding costs
+    is billed like any call of the tenant (its API key, when the call came with one).
 
-    def __init__(self, tenant_id: str, indexer: Indexer, ai: PulseAI) -> None:
-        self.tenant_id = tenant_id
-        self._indexer = indexer
+    The embedding pipeline is the one named, else the tenant's default (its settings'
+    ``default_embedding_pipeline``), else ``embedding``. A tenant that does not exist is a
+    ``NotFoundError`` before anything else happens (nothing is created for it)."""
+
+    def __init__(self, tenant: TenantAI, pipeline: str | None, ai: PulseAI) -> None:
+        self.tenant_id = tenant.tenant_id
+        self._tenant = tenant
+        self._pipeline = pipeline
         self._ai = ai
+        self._indexer: Indexer | None = None
+        self._indexer_pipeline: str | None = None
 
-    @property
-    def space(self) -> VectorSpace:
-        return self._indexer.space
+    async def _resolve(self) -> Indexer:
+        """The indexer of this tenant's embedding pipeline (the tenant checked to exist first)."""
+        settings = await self._ai.tenant_settings(self.tenant_id)  # NotFoundError for an unknown tenant
+        name = self._pipeline
+        if name is None:
+            name = (settings.default_pipeline(Capability.EMBEDDING) if settings is not None else None) or "embedding"
+        if self._indexer is None or self._indexer_pipeline != name:
+            self._indexer = self._ai.indexer(name, caller=self._tenant)
+            self._indexer_pipeline = name
+        return self._indexer
+
+    async def vector_space(self) -> VectorSpace:
+        """The vector space this tenant's records are embedded in."""
+        return (await self._resolve()).space
 
     async def index(self, table: str, records: Iterable[Record | Mapping[str, Any]]) -> IndexReport:
-        return await self._indexer.index(self.tenant_id, table, records)
+        return await (await self._resolve()).index(self.tenant_id, table, records)
 
     async def search(
         self,
@@ -168,7 +189,7 @@ class TenantIndexer:
         hnsw_ef: int | None = None,
         exact: bool = False,
     ) -> list[SearchHit]:
-        return await self._indexer.search(
+        return await (await self._resolve()).search(
             self.tenant_id,
             table,
             query,
@@ -180,14 +201,14 @@ class TenantIndexer:
         )
 
     async def delete(self, table: str, record_ids: Sequence[str]) -> int:
-        return await self._indexer.delete(self.tenant_id, table, record_ids)
+        return await (await self._resolve()).delete(self.tenant_id, table, record_ids)
 
     async def count(self, table: str) -> int:
-        return await self._indexer.count(self.tenant_id, table)
+        return await (await self._resolve()).count(self.tenant_id, table)
 
     async def purge(self) -> PurgeReport:
         """Remove every point of this tenant, in every table and vector space."""
-        return await self._indexer.purge_tenant(self.tenant_id)
+        return await (await self._resolve()).purge_tenant(self.tenant_id)
 
     async def tables(self) -> list[TenantTable]:
         """The tables this tenant has indexed into (from its index runs), with their record counts."""

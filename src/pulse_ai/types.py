@@ -9,7 +9,7 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pulse_ai.accounting import Attempt, Usage
 from pulse_ai.errors import InputError
@@ -93,6 +93,14 @@ class GenerationParams(BaseModel):
     stop: list[str] | None = Field(default=None, max_length=16)
     seed: int | None = Field(default=None, ge=-(2**63), lt=2**63)
 
+    @field_validator("stop")
+    @classmethod
+    def _valid_unicode(cls, value: list[str] | None) -> list[str] | None:
+        found = lone_surrogate(value, "stop")
+        if found:
+            raise ValueError(found)
+        return value
+
 
 def validate_texts(texts: Sequence[str]) -> list[str]:
     """Check every text before anything is sent: a bad one is an error naming its index. ``texts``
@@ -124,6 +132,43 @@ def _check_unicode(text: str, where: str, index: int | None) -> None:
             "not valid Unicode text; fix how it was decoded",
             index=index,
         ) from None
+
+
+def lone_surrogate(value: object, where: str) -> str | None:
+    """Where in ``value`` (strings, and the keys and values of mappings and lists, nested) a lone
+    surrogate is, as a message naming the path (``where.messages[0].name``); None when there is none.
+    The offending text is never echoed (it cannot even be encoded)."""
+    if isinstance(value, str):
+        if value.isascii():
+            return None
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return (
+                f"{where or 'the value'} holds a lone surrogate at character {exc.start} "
+                f"(U+{ord(value[exc.start]):04X}): not valid Unicode text; fix how it was decoded"
+            )
+        return None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str) and (found := lone_surrogate(key, f"{where} key {key!a}".strip())):
+                return found
+            name = key if isinstance(key, str) and key.isidentifier() else ascii(key)
+            if found := lone_surrogate(item, f"{where}.{name}" if where else str(name)):
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            if found := lone_surrogate(item, f"{where}[{index}]"):
+                return found
+    return None
+
+
+def check_unicode_fields(value: object, where: str) -> None:
+    """``InputError`` naming the path when ``value`` holds a lone surrogate anywhere."""
+    found = lone_surrogate(value, where)
+    if found:
+        raise InputError(found)
 
 
 def one_line(error: ValidationError, prefix: str) -> str:

@@ -18,7 +18,7 @@ from pulse_ai import (
     PulseAI,
     RateLimitedError,
 )
-from pulse_ai.tokens import estimate_tokens
+from pulse_ai.tokens import count_tokens
 from pulse_ai.types import GenerationParams
 from tests.conftest import openai_yaml
 from tests.fakes.openai_server import FakeOpenAIServer, Fault, fake_vector
@@ -89,7 +89,7 @@ async def test_token_limit_per_request_splits_batches(fake: FakeOpenAIServer) ->
         result = await ai.embed(texts, model=EMBED)
     assert len(result) == 200
     for request in fake.requests:
-        assert sum(estimate_tokens(t) for t in request.body["input"]) <= 500
+        assert sum(count_tokens(t, "cl100k_base") for t in request.body["input"]) <= 500  # exact, not estimated
     assert len(fake.requests) > 1
 
 

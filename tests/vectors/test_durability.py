@@ -107,12 +107,18 @@ async def test_a_kill_inside_a_build_leaves_no_orphan_and_the_build_resumes(tmp_
 
 
 async def test_bulk_ingestion_builds_the_index_once_after_the_writes(tmp_path: Path) -> None:
-    store = EmbeddedVectorStore(tmp_path, optimize_after=100, optimize_idle=1.0)
+    # A pause long enough that no loaded machine takes it between two write batches ...
+    store = EmbeddedVectorStore(tmp_path, optimize_after=100, optimize_idle=600)
     array = unit(5 * store.upsert_batch_size, seed=3)
     batch = [VectorPoint(f"r{i}", vector, "h") for i, vector in enumerate(array)]
     await store.upsert("acme", "issues", SPACE, batch)  # five write batches, each past optimize_after
     (collection,) = store._collections.values()
     assert collection.builds == 0 and collection.scheduled is not None  # scheduled, not run per batch
+    # ... then the pause is over at once: the timer fires now instead of in ten minutes.
+    assert collection.timer is not None
+    collection.timer.cancel()
+    store._builds.optimize_idle = 0
+    store._builds._when_idle(collection)
     await store.idle()
     assert collection.builds == 1
     assert await store.count("acme", "issues", SPACE) == len(batch)

@@ -193,6 +193,8 @@ class Caches:
                         cache=name,
                         tenant=tenant or "*",
                     )
+            # other processes' memory tiers of this level drop the cleared entries before their next read
+            await cache_level.invalidate(tenant)
 
         def doomed(counter: str) -> bool:
             parsed = parse_counter_name(counter)

@@ -19,11 +19,46 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Answer", "decode_answer", "decode_json", "decode_vector", "encode_answer", "encode_json", "encode_vector"]
+__all__ = [
+    "Answer",
+    "bind",
+    "decode_answer",
+    "decode_json",
+    "decode_vector",
+    "encode_answer",
+    "encode_json",
+    "encode_vector",
+    "unbind",
+]
 
 _HEADER = struct.Struct("<4sI8sII")
 _MAGIC = b"PVC1"
 _JSON_MAGIC = b"PJ1\n"
+
+
+_BOUND_MAGIC = b"PKB1"
+_KEY_TAG_BYTES = 16
+_BOUND_HEAD = len(_BOUND_MAGIC) + _KEY_TAG_BYTES
+
+
+def _key_tag(key: str) -> bytes:
+    return hashlib.blake2b(key.encode("utf-8"), digest_size=_KEY_TAG_BYTES, person=b"pulse-ai-key").digest()
+
+
+def bind(key: str, value: bytes) -> bytes:
+    """``value`` as stored under ``key``: prefixed with a digest of the key, so that a value read
+    back under another key (a row copied, tampered with or mixed up, a hash collision of the keys'
+    storage) is recognised as not this key's (``unbind``)."""
+    return _BOUND_MAGIC + _key_tag(key) + value
+
+
+def unbind(key: str, entry: bytes) -> bytes | None:
+    """The value stored under ``key``, or None when ``entry`` was not stored under this key."""
+    if len(entry) < _BOUND_HEAD or not entry.startswith(_BOUND_MAGIC):
+        return None
+    if entry[len(_BOUND_MAGIC) : _BOUND_HEAD] != _key_tag(key):
+        return None
+    return entry[_BOUND_HEAD:]
 
 
 def space_tag(vector_space: str) -> bytes:

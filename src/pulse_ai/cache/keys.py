@@ -29,6 +29,7 @@ __all__ = [
     "EmbeddingKeyer",
     "Namespace",
     "digest",
+    "epoch_key",
     "generation_key",
     "parse_key",
     "schema_key",
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 SHARED_SCOPE = "_shared"
+ALL_SCOPE = "_all"  # the scope of an epoch that every tenant's entries of a level depend on
 KEY_FORMAT = b"pulse-ai-cache/1"  # bumping it makes every old entry unreachable
 
 
@@ -46,6 +48,7 @@ class Namespace:
     SEARCH = "search"
     VERSION = "ver"
     SCHEMA = "schema"
+    EPOCH = "epoch"
 
 
 def digest(*fields: str | bytes) -> str:
@@ -206,3 +209,9 @@ def version_key(tenant: str, table: str) -> str:
 
 def schema_key(tenant: str, table: str, space: str) -> str:
     return make_key(Namespace.SCHEMA, tenant, digest("schema", tenant, table, space))
+
+
+def epoch_key(level: str, scope: str) -> str:
+    """The key of the token that a clear of ``scope`` (a tenant, or ``ALL_SCOPE``) in cache level
+    ``level`` replaces, so that other processes drop their in-memory copies (``level.CacheLevel``)."""
+    return make_key(Namespace.EPOCH, scope, digest("epoch", level))

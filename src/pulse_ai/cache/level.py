@@ -9,12 +9,26 @@ a text.
 
 A level is one or two tiers, front first (memory in front of SQLite or Redis). A read asks each
 tier in turn for what is still missing, and copies what a back tier had into the front ones.
+
+**Values are bound to their keys.** Every value is stored with a digest of its key in front
+(``codec.bind``) and checked when read: a value found under a key it was not stored under (a row
+copied or tampered with, a mix-up in a backend) is counted as corrupt, deleted and treated as a
+miss, never served as that key's answer.
+
+**Clears reach every process.** A front (memory) tier is this process's alone, so a clear made by
+another process (a tenant purge, ``pulse-ai cache clear``) could not reach it. Each clear therefore
+replaces an *epoch* token in the shared back tier (one per level and tenant, and one per level for
+"everything"); before each read a level with a memory tier in front of a shared one reads the two
+tokens that concern the caller, and drops its memory entries of that tenant (or all of them) when a
+token changed since it last looked. A back tier that is down cannot say: the memory tier is then
+served as it is (the clear could not reach the back tier either).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,6 +37,8 @@ from typing import TypeVar
 from redis.exceptions import RedisError
 
 from pulse_ai.cache.backend import CacheBackend
+from pulse_ai.cache.codec import bind, unbind
+from pulse_ai.cache.keys import ALL_SCOPE, epoch_key
 from pulse_ai.cache.stats import CacheStats
 
 __all__ = ["CacheLevel", "Tier"]
@@ -111,6 +127,7 @@ class CacheLevel:
         self.tiers = list(tiers)
         self.ttl = ttl
         self.stats = stats
+        self._epochs: dict[str, bytes | None] = {}  # scope -> the epoch token last read
 
     def __repr__(self) -> str:
         return f"CacheLevel({self.name!r}, tiers={[t.name for t in self.tiers]}, ttl={self.ttl})"
@@ -120,8 +137,66 @@ class CacheLevel:
         """The authoritative tier: shared with other processes when the level has a persistent one."""
         return self.tiers[-1]
 
+    @property
+    def shares_front(self) -> bool:
+        """A memory tier in front of a tier that other processes share (and may clear)."""
+        return len(self.tiers) > 1 and self.back.backend.persistent
+
+    async def _check_epochs(self, tenant: str) -> None:
+        """Drop this process's front entries of ``tenant`` (or all of them) when another process
+        cleared them since we last looked (see the module's docstring)."""
+        if not self.shares_front:
+            return
+        scopes = (ALL_SCOPE, tenant)
+        tier = self.back
+        unknown: list[bytes | None] | None = None
+        values = await tier.run(
+            lambda: _some_values(tier.backend.get_many([epoch_key(self.name, scope) for scope in scopes])),
+            unknown,
+            entries=2,
+            cache=self.name,
+            tenant=tenant,
+        )
+        if values is None:  # the back tier is down: it cannot tell
+            return
+        for scope, value in zip(scopes, values, strict=True):
+            if scope in self._epochs and self._epochs[scope] == value:
+                continue
+            # changed, or never looked at: nothing older than this token may be served
+            await self._clear_front(None if scope == ALL_SCOPE else scope)
+            self._epochs[scope] = value
+
+    async def _clear_front(self, scope: str | None) -> None:
+        for tier in self.tiers[:-1]:
+            await tier.run(
+                lambda t=tier: t.backend.clear(None, scope),  # type: ignore[misc]
+                0,
+                entries=0,
+                cache=self.name,
+                tenant=scope or "*",
+            )
+
+    async def invalidate(self, scope: str | None) -> None:
+        """After a clear of ``scope`` (a tenant; None: everything): a new epoch token in the shared
+        tier, so every other process drops its front entries of that scope before its next read."""
+        if not self.shares_front:
+            return
+        scope = scope or ALL_SCOPE
+        token = secrets.token_bytes(16)
+        tier = self.back
+        written = await tier.run(
+            lambda: _true(tier.backend.set_many([(epoch_key(self.name, scope), token)], None)),
+            False,
+            entries=1,
+            cache=self.name,
+            tenant=scope,
+        )
+        if written:
+            self._epochs[scope] = token
+
     async def get_many(self, keys: Sequence[str], tenant: str) -> list[tuple[bytes, str] | None]:
         """Each key's (value, tier that had it), or None; counts hits and misses per tier."""
+        await self._check_epochs(tenant)
         found: list[tuple[bytes, str] | None] = [None] * len(keys)
         todo = list(range(len(keys)))
         for position, tier in enumerate(self.tiers):
@@ -137,22 +212,34 @@ class CacheLevel:
             )
             promote: list[tuple[str, bytes]] = []
             left: list[int] = []
+            foreign: list[str] = []
             for index, value in zip(todo, values, strict=True):
-                if value is None:
+                unbound = None if value is None else unbind(keys[index], value)
+                if unbound is None:
                     left.append(index)
-                else:
-                    found[index] = (value, tier.name)
-                    if position:
-                        promote.append((keys[index], value))
+                    if value is not None:
+                        foreign.append(keys[index])
+                    continue
+                assert value is not None
+                found[index] = (unbound, tier.name)
+                if position:
+                    promote.append((keys[index], value))
             self.stats.hit(self.name, tier.name, tenant, len(todo) - len(left))
             self.stats.miss(self.name, tier.name, tenant, len(left))
+            if foreign:
+                await self._drop_foreign(tier, foreign, tenant)
             if promote:
                 await self._write(self.tiers[:position], promote, tenant)
             todo = left
         return found
 
+    async def _drop_foreign(self, tier: Tier, keys: Sequence[str], tenant: str) -> None:
+        """Entries whose value was not stored under their key: counted as corrupt and removed."""
+        self.stats.corrupt(self.name, tier.name, tenant, len(keys))
+        await tier.run(lambda: tier.backend.delete_many(keys), None, entries=len(keys), cache=self.name, tenant=tenant)
+
     async def set_many(self, items: Sequence[tuple[str, bytes]], tenant: str) -> None:
-        await self._write(self.tiers, items, tenant)
+        await self._write(self.tiers, [(key, bind(key, value)) for key, value in items], tenant)
 
     async def _write(self, tiers: Sequence[Tier], items: Sequence[tuple[str, bytes]], tenant: str) -> None:
         if not items:
@@ -187,20 +274,39 @@ class CacheLevel:
         values = await tier.run(
             lambda: tier.backend.get_many([key]), missing, entries=1, cache=self.name, tenant=tenant
         )
-        return values[0]
+        if values[0] is None:
+            return None
+        unbound = unbind(key, values[0])
+        if unbound is None:
+            await self._drop_foreign(tier, [key], tenant)
+        return unbound
 
     async def set_back(self, items: Sequence[tuple[str, bytes]], tenant: str, ttl: float | None) -> bool:
         tier = self.back
+        bound = [(key, bind(key, value)) for key, value in items]
         return await tier.run(
-            lambda: _true(tier.backend.set_many(items, ttl)), False, entries=len(items), cache=self.name, tenant=tenant
+            lambda: _true(tier.backend.set_many(bound, ttl)), False, entries=len(items), cache=self.name, tenant=tenant
         )
 
     async def scan_back(self, namespace: str, scope: str) -> list[tuple[str, bytes]] | None:
         """Every entry of a namespace and scope in the authoritative tier; None when it is down."""
         tier = self.back
-        return await tier.run(
+        entries = await tier.run(
             lambda: _some(tier.backend.scan(namespace, scope)), None, entries=0, cache=self.name, tenant=scope
         )
+        if entries is None:
+            return None
+        kept: list[tuple[str, bytes]] = []
+        foreign: list[str] = []
+        for key, value in entries:
+            unbound = unbind(key, value)
+            if unbound is None:
+                foreign.append(key)
+            else:
+                kept.append((key, unbound))
+        if foreign:
+            await self._drop_foreign(tier, foreign, scope)
+        return kept
 
     async def clear(self, namespace: str | None, scope: str | None) -> int:
         removed = 0
@@ -212,7 +318,12 @@ class CacheLevel:
                 cache=self.name,
                 tenant=scope or "*",
             )
+        await self.invalidate(scope)
         return removed
+
+
+async def _some_values(work: Awaitable[list[bytes | None]]) -> list[bytes | None] | None:
+    return await work
 
 
 async def _true(work: Awaitable[None]) -> bool:

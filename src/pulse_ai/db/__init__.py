@@ -11,7 +11,7 @@ from pulse_ai.db.ids import SYSTEM_TENANT, new_id, validate_tenant_id
 from pulse_ai.db.index_runs import IndexedTable, IndexRun, IndexRuns
 from pulse_ai.db.models import BudgetMode, BudgetPeriod, IndexRunStatus, ReservationStatus, TenantStatus
 from pulse_ai.db.money import nano_to_usd, usd_to_nano
-from pulse_ai.db.tenants import Tenant, Tenants, TenantSettings
+from pulse_ai.db.tenants import KnownPipelines, Tenant, Tenants, TenantSettings
 
 __all__ = [
     "DEFAULT_URL",
@@ -29,6 +29,7 @@ __all__ = [
     "IndexRunStatus",
     "IndexRuns",
     "IndexedTable",
+    "KnownPipelines",
     "ReservationStatus",
     "SecretKeyring",
     "Tenant",

@@ -26,6 +26,9 @@ from pulse_ai.db.ids import new_id, validate_tenant_id
 from pulse_ai.db.models import ApiKeyRow, TenantRow, TenantStatus
 from pulse_ai.db.types import utcnow
 from pulse_ai.errors import ApiKeyRefusedError, DatabaseError, InputError, NotFoundError
+from pulse_ai.types import check_unicode_fields
+
+MAX_SCOPES = 32
 
 __all__ = ["KEY_PREFIX", "ApiKey", "ApiKeys", "CreatedApiKey", "hash_key"]
 
@@ -102,7 +105,10 @@ class ApiKeys:
         expires_at: datetime | None = None,
     ) -> CreatedApiKey:
         tenant_id = validate_tenant_id(tenant_id, allow_system=False)
+        check_unicode_fields(name, "the key name")
         scopes = list(scopes)
+        if not 1 <= len(scopes) <= MAX_SCOPES:
+            raise InputError(f"scopes: a key has 1 to {MAX_SCOPES} scopes, not {len(scopes)}")
         for scope in scopes:
             if not isinstance(scope, str) or not _SCOPE.match(scope):
                 raise InputError(f"scope {str(scope)[:80]!r} must be '*' or lowercase letters, digits, ':._-'")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+import unicodedata
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -26,7 +27,7 @@ from pulse_ai.db.models import ProviderCredentialRow, TenantRow
 from pulse_ai.db.types import utcnow
 from pulse_ai.errors import InputError, NotFoundError, SecretKeyError
 
-__all__ = ["SECRET_KEYS_ENV", "CredentialInfo", "Credentials", "SecretKeyring"]
+__all__ = ["MAX_SECRET_CHARS", "SECRET_KEYS_ENV", "CredentialInfo", "Credentials", "SecretKeyring", "validate_secret"]
 
 SECRET_KEYS_ENV = "PULSE_AI_SECRET_KEYS"
 
@@ -90,9 +91,39 @@ class CredentialInfo:
     updated_at: datetime
 
 
-def _provider(value: str) -> str:
+MAX_SECRET_CHARS = 4096  # far above any provider's key; a bound on what is encrypted and stored
+
+
+def _provider(value: str, known: Collection[str] | None = None) -> str:
     if not isinstance(value, str) or not re.match(NAME_PATTERN, value):
-        raise InputError(f"provider {str(value)[:80]!r} is not a provider name (must match {NAME_PATTERN})")
+        raise InputError(f"provider {str(value)[:80]!a} is not a provider name (must match {NAME_PATTERN})")
+    if known is not None and value not in known:
+        listed = ", ".join(sorted(known)) or "none"
+        raise InputError(f"unknown provider {value!r}; providers that take a key of their own: {listed}")
+    return value
+
+
+def validate_secret(secret: SecretStr | str) -> str:
+    """The secret's value, checked: a non-empty string of at most ``MAX_SECRET_CHARS`` characters,
+    without whitespace, newlines or other control characters (a key pasted with a line break or a
+    stray space would fail at the provider, far from here). Errors say what is wrong and where, and
+    never hold the value."""
+    value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+    if not isinstance(value, str):
+        raise InputError(f"the secret must be a string, not {type(value).__name__}")
+    if not value:
+        raise InputError("the secret is empty")
+    if len(value) > MAX_SECRET_CHARS:
+        raise InputError(f"the secret has {len(value)} characters; at most {MAX_SECRET_CHARS}")
+    for position, char in enumerate(value):
+        if char in "\r\n":
+            raise InputError(f"the secret holds a line break at character {position}; give it on one line")
+        if char.isspace():
+            raise InputError(f"the secret holds whitespace at character {position}; provider keys have none")
+        category = unicodedata.category(char)
+        if category in ("Cc", "Cf", "Cs", "Co", "Cn"):
+            kind = "an invalid (surrogate) character" if category == "Cs" else "a control or invisible character"
+            raise InputError(f"the secret holds {kind} at character {position}")
     return value
 
 
@@ -101,17 +132,24 @@ class Credentials:
 
     changes = 0  # writes made through this object (caches of tenants' state watch it)
 
-    def __init__(self, db: Database, keyring: SecretKeyring | None) -> None:
+    def __init__(
+        self, db: Database, keyring: SecretKeyring | None, *, providers: Collection[str] | None = None
+    ) -> None:
+        """``providers``: the names a credential may be stored for (the configuration's providers
+        that take an API key); None accepts any well-formed name."""
         self.db = db
         self.keyring = keyring
+        self.providers = frozenset(providers) if providers is not None else None
 
     def __repr__(self) -> str:
         return f"Credentials({self.db!r}, {self.keyring!r})"
 
     @classmethod
-    async def open(cls, db: Database, keyring: SecretKeyring | None = None) -> Credentials:
+    async def open(
+        cls, db: Database, keyring: SecretKeyring | None = None, *, providers: Collection[str] | None = None
+    ) -> Credentials:
         """Credentials with ``keyring`` (default: from the environment), after :meth:`check`."""
-        credentials = cls(db, keyring if keyring is not None else SecretKeyring.from_env())
+        credentials = cls(db, keyring if keyring is not None else SecretKeyring.from_env(), providers=providers)
         await credentials.check()
         return credentials
 
@@ -155,10 +193,8 @@ class Credentials:
     async def set(self, tenant_id: str, provider: str, secret: SecretStr | str) -> CredentialInfo:
         """Store (or replace) the tenant's credential for ``provider``, encrypted with the current key."""
         tenant_id = validate_tenant_id(tenant_id)
-        provider = _provider(provider)
-        value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
-        if not isinstance(value, str) or not value.strip():
-            raise InputError("the secret is empty")
+        provider = _provider(provider, self.providers)
+        value = validate_secret(secret)
         ciphertext = self._require_keyring().encrypt(value)
         now = utcnow()
         async with self.db.write("store a provider credential") as connection:

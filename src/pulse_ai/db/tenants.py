@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,6 +18,7 @@ from pulse_ai.db.ids import SYSTEM_TENANT, validate_tenant_id
 from pulse_ai.db.models import TenantRow, TenantSettingsRow, TenantStatus
 from pulse_ai.db.types import utcnow
 from pulse_ai.errors import InputError, NotFoundError, TenantSuspendedError
+from pulse_ai.types import check_unicode_fields
 
 __all__ = ["Tenant", "TenantSettings", "Tenants"]
 
@@ -70,17 +71,49 @@ def _pipeline_name(value: object, what: str, *, refs: bool = False) -> str:
     raise InputError(f"{what}: {str(value)[:80]!r} is not {kind}")
 
 
+@dataclass(frozen=True)
+class KnownPipelines:
+    """The configuration's pipelines (name -> kind) and ``provider/model`` refs, against which
+    tenants' settings and budgets are checked: a name that is not configured is refused when it is
+    written, not discovered when a call fails."""
+
+    kinds: Mapping[str, Capability]
+    models: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, pipelines: Mapping[str, Any], models: Iterable[str] = ()) -> KnownPipelines:
+        """From a configuration's ``pipelines`` (each with a ``kind``) and its model refs."""
+        return cls({name: Capability(p.kind) for name, p in pipelines.items()}, frozenset(models))
+
+    def check(self, value: str, what: str, *, kind: Capability | None = None, refs: bool = False) -> str:
+        if value in self.kinds:
+            if kind is not None and self.kinds[value] is not kind:
+                raise InputError(
+                    f"{what}: pipeline {value!r} is a {self.kinds[value].value} pipeline, not {kind.value}"
+                )
+            return value
+        if refs and value in self.models:
+            return value
+        names = sorted(n for n, k in self.kinds.items() if kind is None or k is kind)
+        known = ", ".join(names) or "none"
+        extra = " (or a provider/model ref of the configuration)" if refs else ""
+        raise InputError(f"{what}: unknown pipeline {value!r}; known pipelines{extra}: {known}")
+
+
 class Tenants:
     """Create, read, suspend tenants; read and change their AI settings."""
 
     changes = 0  # writes made through this object (caches of tenants' state watch it)
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, known: KnownPipelines | None = None) -> None:
+        """``known``: the configured pipelines that settings may name (None: any well-formed name)."""
         self.db = db
+        self.known = known
 
     async def create(self, tenant_id: str, display_name: str | None = None) -> Tenant:
         """Create the tenant; one that already exists is returned unchanged ("already exists" is success)."""
         tenant_id = validate_tenant_id(tenant_id, allow_system=False)
+        check_unicode_fields(display_name, "the display name")
         now = utcnow()
         values = {
             "id": tenant_id,
@@ -154,6 +187,9 @@ class Tenants:
             dict(row.provider_overrides or {}),
         )
 
+    def _known(self, value: str, what: str, *, kind: Capability | None = None, refs: bool = False) -> str:
+        return value if self.known is None else self.known.check(value, what, kind=kind, refs=refs)
+
     @counts_change
     async def update_settings(
         self,
@@ -174,13 +210,18 @@ class Tenants:
         }
         if allowed_pipelines is not _UNSET:
             names = None if allowed_pipelines is None else list(allowed_pipelines)
-            values["allowed_pipelines"] = names and [_pipeline_name(p, "allowed_pipelines", refs=True) for p in names]
-        for key, given in (
-            ("default_embedding_pipeline", default_embedding_pipeline),
-            ("default_generation_pipeline", default_generation_pipeline),
+            values["allowed_pipelines"] = names and [
+                self._known(
+                    _pipeline_name(p, f"allowed_pipelines[{i}]", refs=True), f"allowed_pipelines[{i}]", refs=True
+                )
+                for i, p in enumerate(names)
+            ]
+        for key, given, kind in (
+            ("default_embedding_pipeline", default_embedding_pipeline, Capability.EMBEDDING),
+            ("default_generation_pipeline", default_generation_pipeline, Capability.GENERATION),
         ):
             if given is not _UNSET:
-                values[key] = None if given is None else _pipeline_name(given, key)
+                values[key] = None if given is None else self._known(_pipeline_name(given, key), key, kind=kind)
         if provider_overrides is not _UNSET:
             values["provider_overrides"] = {str(k): dict(v) for k, v in provider_overrides.items()}
         values["updated_at"] = utcnow()

@@ -21,7 +21,7 @@ from pulse_ai.catalog import Capability, ModelSpec
 from pulse_ai.errors import InputError, MalformedResponseError, ProviderError, PulseAIError
 from pulse_ai.redaction import install_log_redaction, register_secrets
 from pulse_ai.streams import GenerationStream
-from pulse_ai.tokens import estimate_many, estimate_tokens
+from pulse_ai.tokens import count_many, count_tokens, prepare
 from pulse_ai.types import (
     EmbeddingResult,
     GenerationParams,
@@ -131,6 +131,10 @@ class EmbeddingProvider(Provider):
 
     #: Local models truncate long inputs themselves (and count them); remote ones refuse them.
     truncates_long_inputs: ClassVar[bool] = False
+    #: The provider merges concurrent requests itself (a local model's micro-batcher, which runs one
+    #: model call at a time and serves any event loop): the per-loop concurrency bound would only
+    #: keep apart the requests it wants to merge, so it is not applied.
+    merges_concurrent_calls: ClassVar[bool] = False
 
     @abstractmethod
     async def embed_batch(self, texts: list[str], model: ModelSpec) -> BatchEmbedding:
@@ -151,7 +155,7 @@ class EmbeddingProvider(Provider):
         if not checked:
             return EmbeddingResult(np.zeros((0, dims), np.float32), model.ref, model.vector_space, Usage())
         needs_estimate = not self.truncates_long_inputs or model.max_tokens_per_request is not None
-        token_counts = await estimate_many(checked) if needs_estimate else [1] * len(checked)
+        token_counts = await count_many(checked, model.encoding) if needs_estimate else [1] * len(checked)
         if not self.truncates_long_inputs:
             for index, count in enumerate(token_counts):
                 if count > model.max_input_tokens:
@@ -196,8 +200,11 @@ class EmbeddingProvider(Provider):
         )
 
     async def _run_batch(self, texts: list[str], model: ModelSpec) -> BatchEmbedding:
-        async with self.slots:
+        if self.merges_concurrent_calls:
             batch = await self.embed_batch(texts, model)
+        else:
+            async with self.slots:
+                batch = await self.embed_batch(texts, model)
         vectors = np.asarray(batch.vectors, dtype=np.float32)
         problem = check_vectors(vectors, len(texts), model)
         if problem:
@@ -248,6 +255,7 @@ class GenerationProvider(Provider):
     ) -> GenerationResult:
         checked = self._check(messages, model)
         checked_params = check_params(params)
+        await prepare(model.encoding)  # a usage fallback counts on the loop: load the encoding off it
         async with self.slots:
             return await self.complete(checked, checked_params, model)
 
@@ -265,6 +273,7 @@ class GenerationProvider(Provider):
 
         async def bounded() -> AsyncIterator[str | GenerationResult]:
             nonlocal sent
+            await prepare(model.encoding)  # a usage fallback counts on the loop: load the encoding off it
             async with self.slots:
                 source = self.stream_text(checked, params, model)
                 sent = True
@@ -283,8 +292,8 @@ class GenerationProvider(Provider):
                 usage = Usage(requests=1 if sent else 0)  # refused before anything was generated
             else:
                 # unfinished: what was sent and what was received, estimated (the provider did not say)
-                prompt = sum(estimate_tokens(m.content) for m in checked)
-                output = estimate_tokens(stream.text) if stream.text else 0
+                prompt = sum(count_tokens(m.content, model.encoding) for m in checked)
+                output = count_tokens(stream.text, model.encoding) if stream.text else 0
                 usage = Usage(prompt, output, 1, model.cost_usd(prompt, output), estimated=True)
             return (
                 Attempt(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +14,7 @@ from pulse_ai.catalog import ModelSpec, resolve_backend
 from pulse_ai.config import SentenceTransformersConfig
 from pulse_ai.errors import ConfigError, ProviderUnavailableError
 from pulse_ai.providers.base import BatchEmbedding, EmbeddingProvider
+from pulse_ai.providers.batcher import EncodedTexts, MicroBatcher
 from pulse_ai.providers.local_export import default_cache_dir, load_export, prepare_export, require_packages, self_test
 
 if TYPE_CHECKING:
@@ -109,7 +110,12 @@ def _load_torch(path: str, device: str) -> SentenceTransformer:
 class SentenceTransformersProvider(EmbeddingProvider):
     type_name = "sentence_transformers"
     truncates_long_inputs = True
+    merges_concurrent_calls = True
     config: SentenceTransformersConfig
+
+    def __init__(self, name: str, config: SentenceTransformersConfig, models: Sequence[ModelSpec]) -> None:
+        super().__init__(name, config, models)
+        self._batchers: dict[str, MicroBatcher] = {}
 
     def _model_for(self, spec: ModelSpec) -> tuple[SentenceTransformer, threading.Lock]:
         backend, precision = resolve_backend(spec.backend, spec.precision)
@@ -130,9 +136,13 @@ class SentenceTransformersProvider(EmbeddingProvider):
         return GPU_TOKENS_PER_BATCH if str(model.device).startswith("cuda") else CPU_TOKENS_PER_BATCH
 
     async def embed_batch(self, texts: list[str], model: ModelSpec) -> BatchEmbedding:
-        return await asyncio.to_thread(self._encode, texts, model)
+        """Concurrent calls for one model are merged into shared runs (see ``batcher``)."""
+        batcher = self._batchers.get(model.name)
+        if batcher is None:  # setdefault: two threads racing here end up with the same batcher
+            batcher = self._batchers.setdefault(model.name, MicroBatcher(lambda merged: self._encode(merged, model)))
+        return await batcher.submit(texts)
 
-    def _encode(self, texts: list[str], spec: ModelSpec) -> BatchEmbedding:
+    def _encode(self, texts: list[str], spec: ModelSpec) -> EncodedTexts:
         model, lock = self._model_for(spec)
         max_length = int(model.max_seq_length or spec.max_input_tokens)
         with lock:
@@ -146,10 +156,10 @@ class SentenceTransformersProvider(EmbeddingProvider):
                 raise ProviderUnavailableError(
                     f"local inference failed: {exc}", provider=self.name, model=spec.name
                 ) from exc
-        return BatchEmbedding(
+        return EncodedTexts(
             vectors=vectors,
-            input_tokens=sum(min(length, max_length) for length in lengths),
-            truncated=sum(1 for length in lengths if length > max_length),
+            tokens=[min(length, max_length) for length in lengths],
+            truncated=[length > max_length for length in lengths],
         )
 
     def _encode_by_tokens(

@@ -31,7 +31,7 @@ from pulse_ai.providers.base import BatchEmbedding, EmbeddingProvider, Generatio
 from pulse_ai.providers.http import http_client, streaming_request
 from pulse_ai.providers.sdk_errors import SDK_FAILURES, translate_error
 from pulse_ai.providers.wire import Malformed, StreamReader, read_completion, read_usage, read_vectors
-from pulse_ai.tokens import EMBEDDING_OVERHEAD_TOKENS, estimate_tokens, prompt_ceiling, token_ceiling
+from pulse_ai.tokens import EMBEDDING_OVERHEAD_TOKENS, count_tokens, prompt_ceiling, token_ceiling
 from pulse_ai.types import GenerationParams, GenerationResult, Message
 
 __all__ = ["OpenAICompatibleProvider", "read_usage", "translate_error"]
@@ -100,7 +100,7 @@ class OpenAICompatibleProvider(EmbeddingProvider, GenerationProvider):
             vectors = read_vectors(response, len(texts), model.dimensions)
             tokens, _, estimated = read_usage(
                 getattr(response, "usage", None),
-                lambda: sum(estimate_tokens(t) for t in texts),
+                lambda: sum(count_tokens(t, model.encoding) for t in texts),
                 lambda: 0,
                 input_bound=token_ceiling(texts, EMBEDDING_OVERHEAD_TOKENS),
             )
@@ -119,8 +119,8 @@ class OpenAICompatibleProvider(EmbeddingProvider, GenerationProvider):
             text, finish_reason = read_completion(response)
             input_tokens, output_tokens, estimated = read_usage(
                 getattr(response, "usage", None),
-                lambda: sum(estimate_tokens(m.content) for m in messages),
-                lambda: estimate_tokens(text),
+                lambda: sum(count_tokens(m.content, model.encoding) for m in messages),
+                lambda: count_tokens(text, model.encoding),
                 _output_ceiling(params, model),
                 input_bound=prompt_ceiling([m.content for m in messages]),
             )
@@ -169,8 +169,8 @@ class OpenAICompatibleProvider(EmbeddingProvider, GenerationProvider):
         text = "".join(parts)
         input_tokens, output_tokens, estimated = read_usage(
             reader.usage,
-            lambda: sum(estimate_tokens(m.content) for m in messages),
-            lambda: estimate_tokens(text) if text else 0,
+            lambda: sum(count_tokens(m.content, model.encoding) for m in messages),
+            lambda: count_tokens(text, model.encoding) if text else 0,
             _output_ceiling(params, model),
             input_bound=prompt_ceiling([m.content for m in messages]),
         )

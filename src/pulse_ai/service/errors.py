@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
@@ -173,12 +174,34 @@ def _all_failed(error: AllProvidersFailed) -> Problem:
     return Problem(503, str(error), "upstream_error", "upstream_unavailable", _retry_after(error))
 
 
+def field_path(location: Sequence[int | str]) -> str:
+    """``("body", "messages", 0, "name")`` as ``messages[0].name`` (``body`` for the whole body)."""
+    path = ""
+    for part in location:
+        if part == "body" and not path:
+            continue
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "body"
+
+
 def _validation_message(error: RequestValidationError) -> str:
     """Field paths and reasons only: the offending values (which may hold anything) are not echoed."""
     parts = []
     for item in error.errors()[:10]:
-        location = ".".join(str(part) for part in item.get("loc", ()) if part != "body") or "body"
-        reason = str(item.get("msg", "invalid"))
+        kind = item.get("type")
+        where = tuple(item.get("loc", ()))
+        if kind == "json_invalid":
+            # the decoder's reason names a position and what it expected, never the text itself
+            detail = str((item.get("ctx") or {}).get("error", "")).split(":", 1)[0]
+            position = where[1] if len(where) > 1 and isinstance(where[1], int) else None
+            at = f" at character {position}" if position is not None else ""
+            return f"invalid request: the body is not valid JSON{at}" + (f" ({detail})" if detail else "")
+        location = field_path(where)
+        reason = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+        if where == ("body",) and kind == "missing":
+            reason = "a JSON object is required"
+        elif where == ("body",) and kind in ("model_attributes_type", "dict_type"):
+            reason = "must be a JSON object"
         if item.get("type") == "extra_forbidden":
             reason = "unsupported parameter"
         parts.append(f"{location}: {reason}")
@@ -192,6 +215,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
+        content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        about_body = any(tuple(item.get("loc", ()))[:1] == ("body",) for item in exc.errors())
+        if about_body and content_type and not (content_type == "application/json" or content_type.endswith("+json")):
+            # the body was not even read as JSON: say that, not which fields it then lacked
+            shown = ascii(content_type[:80])
+            message = f"the request body must be JSON (Content-Type: application/json), not {shown}"
+            return Problem(400, message, "invalid_request_error", "invalid_request").response()
         return Problem(400, _validation_message(exc), "invalid_request_error", "invalid_request").response()
 
     async def http_error(request: Request, exc: Exception) -> Response:

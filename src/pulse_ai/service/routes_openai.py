@@ -26,7 +26,7 @@ from pulse_ai.service.settings import ServiceSettings
 from pulse_ai.service.sse import FINISH_REASONS, ChatStreamResponse
 from pulse_ai.service.state import EmbedCaller, GenerateCaller, KeyCaller, request_info, service
 from pulse_ai.streams import GenerationStream
-from pulse_ai.types import GenerationParams
+from pulse_ai.types import GenerationParams, check_params
 
 __all__ = ["router"]
 
@@ -108,12 +108,15 @@ def _generation_input(body: ChatRequest, settings: ServiceSettings) -> tuple[lis
             )
         messages.append({"role": "system" if message.role == "developer" else message.role, "content": text})
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
-    params = GenerationParams(
-        temperature=body.temperature,
-        max_tokens=body.max_completion_tokens or body.max_tokens,
-        top_p=body.top_p,
-        stop=stop,
-        seed=body.seed,
+    # the library's own bounds (check_params: an InputError naming the field), never a bare ValidationError
+    params = check_params(
+        {
+            "temperature": body.temperature,
+            "max_tokens": body.max_completion_tokens or body.max_tokens,
+            "top_p": body.top_p,
+            "stop": stop,
+            "seed": body.seed,
+        }
     )
     return messages, params
 
@@ -217,16 +220,19 @@ async def get_model(model_id: str, request: Request, who: KeyCaller) -> Response
 
 
 async def _usable_models(request: Request, who: Caller) -> list[dict[str, Any]]:
-    """The configured pipelines and models this key's tenant may use."""
+    """What this key's tenant may call, by the rule the calls themselves follow (``TenantAI._route``):
+    the pipelines its settings allow (all when they list none), and a ``provider/model`` only when
+    the allowed list names that ref itself (a direct call would skip its pipelines' budgets)."""
     ai = service(request).ai
     settings = await ai.tenant_settings(who.tenant_id)
     allowed = settings.allows if settings is not None else (lambda _: True)
+    direct = set(settings.allowed_pipelines or ()) if settings is not None else set()
     models: list[dict[str, Any]] = []
     for name, pipeline in sorted(ai.loaded.config.pipelines.items()):
         if allowed(name):
             models.append(_model(name, "pipeline", [pipeline.kind.value]))
     for ref, spec in sorted(ai.loaded.models.items()):
-        if allowed(ref):
+        if ref in direct:
             models.append(_model(ref, "model", sorted(c.value for c in spec.capabilities)))
     return models
 

@@ -5,9 +5,11 @@ field: the tenant comes from the API key only."""
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pulse_ai.types import MAX_OUTPUT_TOKENS, lone_surrogate
 
 __all__ = [
     "BudgetIn",
@@ -26,6 +28,16 @@ __all__ = [
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        """A lone surrogate anywhere in the body (a field, a list item, a metadata key) is refused
+        up front, naming its path: it could be neither stored, hashed nor sent to a provider."""
+        found = lone_surrogate(data, "")
+        if found:
+            raise ValueError(found)
+        return data
 
 
 # ---- OpenAI-compatible ---------------------------------------------------------------------------
@@ -64,10 +76,10 @@ class ChatRequest(_Body):
     messages: list[ChatMessage] = Field(min_length=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    max_tokens: int | None = Field(default=None, gt=0)
-    max_completion_tokens: int | None = Field(default=None, gt=0)
+    max_tokens: int | None = Field(default=None, gt=0, le=MAX_OUTPUT_TOKENS)
+    max_completion_tokens: int | None = Field(default=None, gt=0, le=MAX_OUTPUT_TOKENS)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), lt=2**63)
     n: Literal[1] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -101,8 +113,8 @@ class DeleteRequest(_Body):
 
 # ---- the admin API -------------------------------------------------------------------------------
 class TenantCreate(_Body):
-    id: str
-    name: str | None = None
+    id: str = Field(max_length=200)
+    name: str | None = Field(default=None, max_length=200)
 
 
 class TenantSettingsIn(_Body):
@@ -113,10 +125,15 @@ class TenantSettingsIn(_Body):
     default_generation_pipeline: str | None = None
 
 
+MAX_KEY_DAYS = 36_500  # a hundred years: further would overflow a date, and means "never"
+
+
 class KeyCreate(_Body):
     name: str | None = Field(default=None, max_length=200)
-    scopes: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
-    expires_days: int | None = Field(default=None, gt=0)
+    scopes: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=lambda: ["*"], min_length=1, max_length=32
+    )
+    expires_days: int | None = Field(default=None, gt=0, le=MAX_KEY_DAYS)
 
 
 class BudgetIn(_Body):

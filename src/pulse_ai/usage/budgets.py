@@ -22,6 +22,7 @@ from pulse_ai.db.database import Database, load
 from pulse_ai.db.ids import new_id, validate_tenant_id
 from pulse_ai.db.models import ALL_PIPELINES, BudgetCounterRow, BudgetMode, BudgetPeriod, BudgetRow, TenantRow
 from pulse_ai.db.money import nano_to_usd, usd_to_nano
+from pulse_ai.db.tenants import KnownPipelines
 from pulse_ai.db.types import utcnow
 from pulse_ai.errors import InputError, NotFoundError
 from pulse_ai.usage.budget_batch import FinishRequest, ReserveRequest
@@ -70,8 +71,12 @@ def _tokens(value: int, what: str) -> int:
 class Budgets:
     changes = 0  # writes made through this object (caches of tenants' state watch it)
 
-    def __init__(self, db: Database, writer: GroupCommitWriter | None = None) -> None:
+    def __init__(
+        self, db: Database, writer: GroupCommitWriter | None = None, *, known: KnownPipelines | None = None
+    ) -> None:
+        """``known``: the configured pipelines a budget may be scoped to (None: any well-formed name)."""
         self.db = db
+        self.known = known
         self._owns_writer = writer is None
         self.writer = writer or GroupCommitWriter(db)
 
@@ -96,6 +101,8 @@ class Budgets:
         in the current period still counts against the new limit."""
         tenant_id = validate_tenant_id(tenant_id)
         scope = _scope(pipeline)
+        if pipeline is not None and self.known is not None:
+            self.known.check(pipeline, "pipeline")
         try:
             period, mode = BudgetPeriod(period), BudgetMode(mode)
         except ValueError as exc:

