@@ -86,6 +86,15 @@ def default_cache_dir() -> Path:
     return Path(base) / "pulse-ai" / "models"
 
 
+# What is known not to install today, said where the extra is named
+_CAVEATS = {
+    "onnx": (
+        ". Note: optimum-onnx 0.1 requires transformers<4.58, which sentence-transformers 6 does not accept, so "
+        "that extra does not install beside pulse-ai's own dependencies today"
+    ),
+}
+
+
 def require_packages(backend: str) -> None:
     """Raise :class:`BackendUnavailableError` naming the extra when ``backend``'s packages are missing."""
     if backend not in _PACKAGES:
@@ -95,7 +104,7 @@ def require_packages(backend: str) -> None:
     if missing:
         raise BackendUnavailableError(
             f"the {backend} backend needs {', '.join(missing)}, which is not installed; install it with "
-            f"`pip install 'pulse-ai[{extra}]'` (or choose `backend: torch`)"
+            f"`pip install 'pulse-ai[{extra}]'` (or choose `backend: torch`){_CAVEATS.get(backend, '')}"
         )
 
 
