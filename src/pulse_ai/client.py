@@ -30,7 +30,7 @@ from pulse_ai.config import (
 )
 from pulse_ai.context import SYSTEM_TENANT, CallContext
 from pulse_ai.db import IndexRuns, KnownPipelines, TenantSettings
-from pulse_ai.errors import InputError
+from pulse_ai.errors import CacheClearIncompleteError, InputError, PurgeIncompleteError
 from pulse_ai.metering import DEFAULT_LONGEST_S, Meter, Route
 from pulse_ai.platform import Platform, PlatformHolder
 from pulse_ai.providers.base import HealthStatus, Provider
@@ -387,8 +387,23 @@ class PlatformIndexer(Indexer):
     async def purge_tenant(self, tenant: str) -> PurgeReport:
         """Every point of the tenant, in every table and space, and its cached embeddings, answers,
         searches and schema."""
-        report = await super().purge_tenant(tenant)
-        await self._ai.caches.purge_tenant(tenant)
+        try:
+            report = await super().purge_tenant(tenant)
+        except PurgeIncompleteError as incomplete:  # the caches are purged all the same
+            failures = list(incomplete.failures)
+            try:
+                await self._ai.caches.purge_tenant(tenant)
+            except CacheClearIncompleteError as error:
+                failures.extend(f"cache: {failure}" for failure in error.failures)
+            raise PurgeIncompleteError(tenant, failures, removed=incomplete.removed) from None
+        try:
+            await self._ai.caches.purge_tenant(tenant)
+        except CacheClearIncompleteError as error:
+            raise PurgeIncompleteError(
+                tenant,
+                [f"cache: {failure}" for failure in error.failures],
+                removed=[*report.dropped_collections, *report.deleted_points, *report.leftovers],
+            ) from None
         return report
 
 

@@ -53,6 +53,7 @@ __all__ = [
     "BackendUnavailableError",
     "BadRequestError",
     "BudgetExceededError",
+    "CacheClearIncompleteError",
     "CircuitOpenError",
     "ConfigError",
     "DatabaseError",
@@ -308,6 +309,19 @@ class PurgeIncompleteError(VectorStoreError):
         self.failures: tuple[str, ...] = tuple(failures)
         self.removed: tuple[str, ...] = tuple(removed)
         super().__init__(f"purge of tenant {tenant!r} is incomplete: {'; '.join(self.failures)}")
+
+
+class CacheClearIncompleteError(PulseAIError):
+    """A cache clear or tenant purge could not reach every tier (a backend down, slow or failing):
+    entries listed in ``failures`` may remain and be served. Nothing is reported as cleared that was
+    not; run the clear again once the tier answers."""
+
+    def __init__(self, scope: str | None, failures: Sequence[str], *, removed: int = 0) -> None:
+        self.scope = scope
+        self.failures: tuple[str, ...] = tuple(failures)
+        self.removed = removed
+        what = "every tenant" if scope is None else f"tenant {scope!r}"
+        super().__init__(f"cache clear of {what} is incomplete: {'; '.join(self.failures)}")
 
 
 class SecretKeyError(ConfigError):

@@ -83,5 +83,7 @@ async def test_a_down_tier_is_left_alone_for_retry_after(ai: PulseAI) -> None:
     calls = backend.calls
     for _ in range(5):
         result = await cached.embed(["warm", f"cold {_}"], ctx())
-        assert result.cached == 1  # the memory tier in front still serves
+        # the memory tier in front is not served either: with the shared tier down, this process
+        # cannot tell whether another one cleared (purged) those entries meanwhile
+        assert result.cached == 0 and result.vectors.shape[0] == 2
     assert backend.calls == calls + 1  # one failure, then no more tries until retry_after

@@ -22,7 +22,7 @@ from pulse_ai.cache.keys import Namespace
 from pulse_ai.cache.level import CacheLevel, Tier
 from pulse_ai.cache.stats import CacheStats, Counts, StatKey, merge_counters, parse_counter_name
 from pulse_ai.config import CacheConfig, CacheLevelConfig
-from pulse_ai.errors import InputError
+from pulse_ai.errors import CacheClearIncompleteError, InputError
 
 if TYPE_CHECKING:
     from pulse_ai.cache.vectors import VectorCache
@@ -179,6 +179,7 @@ class Caches:
         if level is not None and level not in LEVELS and level not in TIERS:
             raise InputError(f"unknown cache level {level!r}; one of: {', '.join(LEVELS + TIERS)}")
         removed = 0
+        failures: list[str] = []
         for name, cache_level in self.levels.items():
             if level in LEVELS and level != name:
                 continue
@@ -186,15 +187,19 @@ class Caches:
                 if level in TIERS and tier.name != level:
                     continue
                 for namespace in NAMESPACES[name]:
-                    removed += await tier.run(
-                        lambda t=tier, ns=namespace: t.backend.clear(ns, tenant),  # type: ignore[misc]
-                        0,
-                        entries=0,
-                        cache=name,
-                        tenant=tenant or "*",
-                    )
+                    try:  # tried even on a tier marked down: a clear is never skipped in silence
+                        removed += await tier.run_required(
+                            lambda t=tier, ns=namespace: t.backend.clear(ns, tenant),  # type: ignore[misc]
+                            cache=name,
+                            tenant=tenant or "*",
+                        )
+                    except CacheClearIncompleteError as error:
+                        failures.extend(error.failures)
             # other processes' memory tiers of this level drop the cleared entries before their next read
-            await cache_level.invalidate(tenant)
+            try:
+                await cache_level.invalidate(tenant)
+            except CacheClearIncompleteError as error:
+                failures.extend(error.failures)
 
         def doomed(counter: str) -> bool:
             parsed = parse_counter_name(counter)
@@ -213,6 +218,8 @@ class Caches:
             )
         for key in [k for k in self.stats.totals if doomed(f"{k.cache}|{k.tier}|{k.tenant}|hits")]:
             del self.stats.totals[key]
+        if failures:
+            raise CacheClearIncompleteError(tenant, failures, removed=removed)
         return removed
 
     async def usage(self) -> list[UsageRow]:

@@ -21,7 +21,11 @@ replaces an *epoch* token in the shared back tier (one per level and tenant, and
 "everything"); before each read a level with a memory tier in front of a shared one reads the two
 tokens that concern the caller, and drops its memory entries of that tenant (or all of them) when a
 token changed since it last looked. A back tier that is down cannot say: the memory tier is then
-served as it is (the clear could not reach the back tier either).
+not served either (a read is a miss), since another process may have cleared it meanwhile.
+
+**A clear is never silently partial.** Clears (and the epoch tokens they write) are tried on every
+tier even when it is marked down, with a longer timeout (``CLEAR_TIMEOUT``), and a tier that cannot
+be cleared raises :class:`~pulse_ai.errors.CacheClearIncompleteError` after the others were cleared.
 """
 
 from __future__ import annotations
@@ -40,12 +44,15 @@ from pulse_ai.cache.backend import CacheBackend
 from pulse_ai.cache.codec import bind, unbind
 from pulse_ai.cache.keys import ALL_SCOPE, epoch_key
 from pulse_ai.cache.stats import CacheStats
+from pulse_ai.errors import CacheClearIncompleteError
 
 __all__ = ["CacheLevel", "Tier"]
 
 log = logging.getLogger("pulse_ai.cache")
 T = TypeVar("T")
 PER_ENTRY_SECONDS = 0.0005
+# A clear may remove many entries (200,000 Redis keys took ~2 s here): it gets its own bound.
+CLEAR_TIMEOUT = 60.0
 # What a backend may raise when it is down, slow or damaged; anything else is a bug and is raised.
 BACKEND_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
@@ -103,6 +110,24 @@ class Tier:
         self._down_until = None
         return result
 
+    async def run_required(self, operation: Callable[[], Awaitable[T]], *, cache: str, tenant: str) -> T:
+        """The operation's result, tried even when the tier is marked down (a clear must not be
+        skipped); a failure is counted and raised as ``CacheClearIncompleteError``."""
+        try:
+            result = await asyncio.wait_for(operation(), CLEAR_TIMEOUT)
+        except BACKEND_ERRORS as error:
+            if self.backend.tier != "memory":
+                self._failed(error, cache, tenant)
+            reason = "timed out" if isinstance(error, TimeoutError) else type(error).__name__
+            raise CacheClearIncompleteError(
+                None if tenant == "*" else tenant, [f"{cache} level, {self.name} tier: {reason}"]
+            ) from None
+        if self.degraded:
+            self.degraded = False
+            log.info("cache tier %s answers again", self.name)
+        self._down_until = None
+        return result
+
     def _failed(self, error: BaseException, cache: str, tenant: str) -> None:
         self.stats.error(cache, self.name, tenant)
         self._down_until = self._clock() + self.retry_after
@@ -142,11 +167,12 @@ class CacheLevel:
         """A memory tier in front of a tier that other processes share (and may clear)."""
         return len(self.tiers) > 1 and self.back.backend.persistent
 
-    async def _check_epochs(self, tenant: str) -> None:
+    async def _check_epochs(self, tenant: str) -> bool:
         """Drop this process's front entries of ``tenant`` (or all of them) when another process
-        cleared them since we last looked (see the module's docstring)."""
+        cleared them since we last looked (see the module's docstring). False when the back tier
+        cannot tell: the front tiers must not be served then."""
         if not self.shares_front:
-            return
+            return True
         scopes = (ALL_SCOPE, tenant)
         tier = self.back
         unknown: list[bytes | None] | None = None
@@ -157,14 +183,15 @@ class CacheLevel:
             cache=self.name,
             tenant=tenant,
         )
-        if values is None:  # the back tier is down: it cannot tell
-            return
+        if values is None:  # the back tier is down: it cannot tell whether another process cleared
+            return False
         for scope, value in zip(scopes, values, strict=True):
             if scope in self._epochs and self._epochs[scope] == value:
                 continue
             # changed, or never looked at: nothing older than this token may be served
             await self._clear_front(None if scope == ALL_SCOPE else scope)
             self._epochs[scope] = value
+        return True
 
     async def _clear_front(self, scope: str | None) -> None:
         for tier in self.tiers[:-1]:
@@ -178,30 +205,31 @@ class CacheLevel:
 
     async def invalidate(self, scope: str | None) -> None:
         """After a clear of ``scope`` (a tenant; None: everything): a new epoch token in the shared
-        tier, so every other process drops its front entries of that scope before its next read."""
+        tier, so every other process drops its front entries of that scope before its next read.
+        Raises ``CacheClearIncompleteError`` when the token cannot be written."""
         if not self.shares_front:
             return
-        scope = scope or ALL_SCOPE
+        key_scope = scope or ALL_SCOPE
         token = secrets.token_bytes(16)
         tier = self.back
-        written = await tier.run(
-            lambda: _true(tier.backend.set_many([(epoch_key(self.name, scope), token)], None)),
-            False,
-            entries=1,
+        await tier.run_required(
+            lambda: tier.backend.set_many([(epoch_key(self.name, key_scope), token)], None),
             cache=self.name,
-            tenant=scope,
+            tenant=scope or "*",
         )
-        if written:
-            self._epochs[scope] = token
+        self._epochs[key_scope] = token
 
     async def get_many(self, keys: Sequence[str], tenant: str) -> list[tuple[bytes, str] | None]:
         """Each key's (value, tier that had it), or None; counts hits and misses per tier."""
-        await self._check_epochs(tenant)
+        fresh = await self._check_epochs(tenant)
         found: list[tuple[bytes, str] | None] = [None] * len(keys)
         todo = list(range(len(keys)))
         for position, tier in enumerate(self.tiers):
             if not todo:
                 break
+            if not fresh and tier is not self.back:  # maybe cleared by another process meanwhile
+                self.stats.miss(self.name, tier.name, tenant, len(todo))
+                continue
             wanted = [keys[i] for i in todo]
             values = await tier.run(
                 lambda t=tier, w=wanted: t.backend.get_many(w),  # type: ignore[misc]
@@ -309,16 +337,25 @@ class CacheLevel:
         return kept
 
     async def clear(self, namespace: str | None, scope: str | None) -> int:
+        """Remove the entries of ``namespace`` (None: all) and ``scope`` (a tenant; None: all) from
+        every tier; ``CacheClearIncompleteError`` (after trying every tier) when one could not be."""
         removed = 0
+        failures: list[str] = []
         for tier in self.tiers:
-            removed += await tier.run(
-                lambda t=tier: t.backend.clear(namespace, scope),  # type: ignore[misc]
-                0,
-                entries=0,
-                cache=self.name,
-                tenant=scope or "*",
-            )
-        await self.invalidate(scope)
+            try:
+                removed += await tier.run_required(
+                    lambda t=tier: t.backend.clear(namespace, scope),  # type: ignore[misc]
+                    cache=self.name,
+                    tenant=scope or "*",
+                )
+            except CacheClearIncompleteError as error:
+                failures.extend(error.failures)
+        try:
+            await self.invalidate(scope)
+        except CacheClearIncompleteError as error:
+            failures.extend(error.failures)
+        if failures:
+            raise CacheClearIncompleteError(scope, failures, removed=removed)
         return removed
 
 

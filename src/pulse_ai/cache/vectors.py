@@ -28,6 +28,7 @@ from pulse_ai.cache.codec import decode_json, encode_json
 from pulse_ai.cache.keys import Namespace, schema_key, search_key, version_key
 from pulse_ai.cache.level import CacheLevel
 from pulse_ai.cache.stats import CacheStats
+from pulse_ai.errors import CacheClearIncompleteError
 from pulse_ai.vectors.base import SearchHit
 
 __all__ = ["TableSpace", "VectorCache"]
@@ -139,12 +140,18 @@ class VectorCache:
 
     async def purged(self, tenant: str) -> None:
         """The tenant is gone: its search entries, versions and schema with it."""
+        failures: list[str] = []
         for level, namespaces in ((self.search, (Namespace.SEARCH, Namespace.VERSION)), (self.schema, ("schema",))):
             if level is None:
                 continue
             for namespace in namespaces:
-                await level.clear(namespace, tenant)
+                try:
+                    await level.clear(namespace, tenant)
+                except CacheClearIncompleteError as error:
+                    failures.extend(error.failures)
         self._pending_bumps = {(t, table) for t, table in self._pending_bumps if t != tenant}
+        if failures:
+            raise CacheClearIncompleteError(tenant, failures)
 
     # ---- schema --------------------------------------------------------------------------
     async def tenant_schema(self, tenant: str) -> list[TableSpace] | None:

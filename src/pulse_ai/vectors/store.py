@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from pulse_ai.errors import InputError, PurgeIncompleteError, TenantIsolationError, VectorSpaceError, VectorStoreError
+from pulse_ai.errors import (
+    CacheClearIncompleteError,
+    InputError,
+    PurgeIncompleteError,
+    TenantIsolationError,
+    VectorSpaceError,
+    VectorStoreError,
+)
 from pulse_ai.vectors.base import (
     CollectionInfo,
     Found,
@@ -242,7 +249,10 @@ class VectorStore(VectorBackend):
         failures.extend(leftovers.failures)
         report = PurgeReport(tenant, tuple(dropped), deleted, tuple(leftovers.removed))
         if self.cache is not None:
-            await self.cache.purged(tenant)
+            try:
+                await self.cache.purged(tenant)
+            except CacheClearIncompleteError as error:
+                failures.extend(f"cache: {failure}" for failure in error.failures)
         if failures:
             raise PurgeIncompleteError(tenant, failures, removed=[*dropped, *deleted, *leftovers.removed])
         return report
