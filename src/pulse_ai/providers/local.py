@@ -107,6 +107,48 @@ def _load_torch(path: str, device: str) -> SentenceTransformer:
         ) from exc
 
 
+# A text of up to this many characters per token of the model's limit is tokenized whole; a longer
+# one is tokenized by growing prefixes, so that a megabyte of text costs what its first few thousand
+# characters cost (the model reads only max_seq_length tokens of it anyway).
+CLIP_CHARS_PER_TOKEN = 8
+# The most WordPiece tokens one word makes (a longer word is one [UNK]): a prefix cut inside a word
+# must hold this many tokens beyond the limit, so that the cut word lies past what the model reads.
+_MAX_TOKENS_PER_WORD = 100
+
+
+def clip_texts(tokenizer: Any, texts: list[str], max_length: int) -> tuple[list[str], list[int]]:
+    """Each text, cut to a prefix that gives the model the same first ``max_length`` tokens, and its
+    token count (special tokens included; exact up to ``max_length``, above it some count past it).
+
+    Tokenizing a whole text costs time in its length: one 200,000-character input kept the model's
+    runner (shared by every tenant) busy for seconds before this cut."""
+    short = CLIP_CHARS_PER_TOKEN * max_length
+    lengths = [0] * len(texts)
+    clipped = list(texts)
+    whole = [i for i, text in enumerate(texts) if len(text) <= short]
+    if whole:
+        ids = tokenizer([texts[i] for i in whole], add_special_tokens=True, verbose=False)["input_ids"]
+        for i, tokens in zip(whole, ids, strict=True):
+            lengths[i] = len(tokens)
+    for i, text in enumerate(texts):
+        if len(text) > short:
+            clipped[i], lengths[i] = _clip_one(tokenizer, text, max_length, short)
+    return clipped, lengths
+
+
+def _clip_one(tokenizer: Any, text: str, max_length: int, cut: int) -> tuple[str, int]:
+    while True:
+        if cut >= len(text):
+            return text, len(tokenizer(text, add_special_tokens=True, verbose=False)["input_ids"])
+        space = max(text.rfind(" ", 0, cut), text.rfind("\n", 0, cut))
+        at_space = space > cut // 2
+        prefix = text[:space] if at_space else text[:cut]
+        count = len(tokenizer(prefix, add_special_tokens=True, verbose=False)["input_ids"])
+        if count > max_length + (0 if at_space else _MAX_TOKENS_PER_WORD):
+            return prefix, count
+        cut *= 4
+
+
 class SentenceTransformersProvider(EmbeddingProvider):
     type_name = "sentence_transformers"
     truncates_long_inputs = True
@@ -146,7 +188,7 @@ class SentenceTransformersProvider(EmbeddingProvider):
         model, lock = self._model_for(spec)
         max_length = int(model.max_seq_length or spec.max_input_tokens)
         with lock:
-            lengths = [len(ids) for ids in model.tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]]
+            texts, lengths = clip_texts(model.tokenizer, texts, max_length)
             try:
                 if self.config.batch_size is not None:  # the configuration's fixed batch size
                     vectors = self._run_model(model, texts, self.config.batch_size, spec)
