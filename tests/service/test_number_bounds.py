@@ -48,3 +48,37 @@ async def test_out_of_range_numbers_are_400(server: ServiceServer, path: str, bo
     assert response.status_code in (400, 404), response.text
     if response.status_code == 400:
         assert field in response.json()["error"]["message"], response.text
+
+
+CHAT = '{"model": "chat", "messages": [{"role": "user", "content": "hi"}], '
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v1/chat/completions", CHAT + '"temperature": true}', "temperature"),
+        ("/v1/chat/completions", CHAT + '"max_tokens": true}', "max_tokens"),
+        ("/v1/chat/completions", CHAT + '"max_tokens": 5.0}', "max_tokens"),
+        ("/v1/chat/completions", CHAT + '"stream": "yes"}', "stream"),
+        ("/v1/chat/completions", CHAT + '"stream": true, "stream_options": {"include_usage": "yes"}}', "include_usage"),
+        ("/v1/embeddings", '{"model": "embedding", "input": ["x"], "dimensions": true}', "dimensions"),
+        ("/v1/tables/docs/search", '{"query": "x", "exact": 1}', "exact"),
+        ("/v1/tables/docs/records", '{"records": [{"id": true, "text": "t"}]}', "id"),
+    ],
+)
+async def test_a_value_of_the_wrong_type_is_400_not_coerced(
+    server: ServiceServer, path: str, body: str, field: str
+) -> None:
+    """``true`` is not a temperature and ``"yes"`` not a boolean: refused, naming the field."""
+    tenant = await make_tenant(server)
+    async with http(server, tenant.headers | {"content-type": "application/json"}) as client:
+        response = await client.post(path, content=body)
+    assert response.status_code == 400, response.text
+    assert field in response.json()["error"]["message"], response.text
+
+
+async def test_nan_temperature_says_it_is_not_finite(server: ServiceServer) -> None:
+    tenant = await make_tenant(server)
+    async with http(server, tenant.headers | {"content-type": "application/json"}) as client:
+        response = await client.post("/v1/chat/completions", content=CHAT + '"temperature": NaN}')
+    assert response.status_code == 400 and "finite" in response.json()["error"]["message"], response.text

@@ -7,7 +7,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from pulse_ai.types import MAX_OUTPUT_TOKENS, lone_surrogate
 
@@ -45,7 +45,7 @@ class EmbeddingsRequest(_Body):
     model: str = Field(min_length=1, max_length=200)
     input: str | list[Any]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, gt=0)
+    dimensions: int | None = Field(default=None, gt=0, strict=True)
     user: str | None = None
 
 
@@ -68,27 +68,27 @@ class ChatMessage(_Body):
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")  # newer SDKs add options that change nothing here
 
-    include_usage: bool = False
+    include_usage: bool = Field(default=False, strict=True)
 
 
 class ChatRequest(_Body):
     model: str = Field(min_length=1, max_length=200)
     messages: list[ChatMessage] = Field(min_length=1)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    max_tokens: int | None = Field(default=None, gt=0, le=MAX_OUTPUT_TOKENS)
-    max_completion_tokens: int | None = Field(default=None, gt=0, le=MAX_OUTPUT_TOKENS)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0, strict=True, allow_inf_nan=False)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0, strict=True, allow_inf_nan=False)
+    max_tokens: int | None = Field(default=None, gt=0, le=MAX_OUTPUT_TOKENS, strict=True)
+    max_completion_tokens: int | None = Field(default=None, gt=0, le=MAX_OUTPUT_TOKENS, strict=True)
     stop: str | list[str] | None = None
-    seed: int | None = Field(default=None, ge=-(2**63), lt=2**63)
+    seed: int | None = Field(default=None, ge=-(2**63), lt=2**63, strict=True)
     n: Literal[1] | None = None
-    stream: bool = False
+    stream: bool = Field(default=False, strict=True)
     stream_options: StreamOptions | None = None
     user: str | None = None
 
 
 # ---- the tenant API ------------------------------------------------------------------------------
 class RecordIn(_Body):
-    id: str | int
+    id: str | StrictInt
     text: str
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -100,15 +100,15 @@ class IndexRequest(_Body):
 class SearchRequest(_Body):
     query: str | None = None
     vector: list[float] | None = None
-    limit: int = Field(default=10, ge=1, le=1000)
-    score_threshold: float | None = None
+    limit: int = Field(default=10, ge=1, le=1000, strict=True)
+    score_threshold: float | None = Field(default=None, strict=True, allow_inf_nan=False)
     where: dict[str, Any] | None = None
-    hnsw_ef: int | None = None
-    exact: bool = False
+    hnsw_ef: int | None = Field(default=None, strict=True)
+    exact: bool = Field(default=False, strict=True)
 
 
 class DeleteRequest(_Body):
-    ids: list[str | int]
+    ids: list[str | StrictInt]
 
 
 # ---- the admin API -------------------------------------------------------------------------------
@@ -133,12 +133,12 @@ class KeyCreate(_Body):
     scopes: list[Annotated[str, Field(max_length=64)]] = Field(
         default_factory=lambda: ["*"], min_length=1, max_length=32
     )
-    expires_days: int | None = Field(default=None, gt=0, le=MAX_KEY_DAYS)
+    expires_days: int | None = Field(default=None, gt=0, le=MAX_KEY_DAYS, strict=True)
 
 
 class BudgetIn(_Body):
     pipeline: str | None = None
     period: Literal["day", "month"] = "month"
     limit_usd: Decimal | None = Field(default=None, ge=0)
-    limit_tokens: int | None = Field(default=None, ge=0)
+    limit_tokens: int | None = Field(default=None, ge=0, strict=True)
     mode: Literal["hard", "soft"] = "hard"
