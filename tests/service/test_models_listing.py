@@ -27,7 +27,12 @@ async def test_a_tenant_without_an_allowed_list_sees_pipelines_only(server: Serv
     # and indeed the model cannot be called directly
     async with http(server, tenant.headers) as client:
         call = await client.post("/v1/embeddings", json={"model": f"a/{EMB}", "input": ["x"]})
-    assert call.status_code == 403
+        unknown = await client.post("/v1/embeddings", json={"model": "no-such-model", "input": ["x"]})
+    # answered as an unknown name is: a tenant cannot tell configured names from unknown ones
+    assert call.status_code == unknown.status_code == 404
+    assert call.json()["error"]["message"].replace(f"a/{EMB}", "X") == unknown.json()["error"]["message"].replace(
+        "no-such-model", "X"
+    )
 
 
 async def test_an_allowed_list_shows_its_pipelines_and_the_models_it_names(server: ServiceServer) -> None:

@@ -35,19 +35,24 @@ router = APIRouter()
 ASSUMED_OUTPUT_TOKENS = 256
 
 
-def target(ai: PulseAI, name: str, capability: Capability) -> dict[str, str]:
-    """``{"pipeline": name}`` or ``{"model": name}`` for the facade; 404 for neither."""
+async def target(ai: PulseAI, who: Caller, name: str, capability: Capability) -> dict[str, str]:
+    """``{"pipeline": name}`` or ``{"model": name}`` for the facade. A name this key's tenant may not
+    use is answered as one that does not exist (one 404 for both, before any check of its kind), so
+    that a tenant cannot map the configuration's pipelines and models by probing."""
+    settings = await ai.tenant_settings(who.tenant_id)
     pipelines = ai.loaded.config.pipelines
-    if name in pipelines:
+    if name in pipelines and (settings is None or settings.allows(name)):
         if pipelines[name].kind is not capability:
             raise InputError(f"{name!r} is a {pipelines[name].kind.value} pipeline, not {capability.value}")
         return {"pipeline": name}
     spec = ai.loaded.models.get(name)
-    if spec is not None:
+    if spec is not None and (settings is None or name in (settings.allowed_pipelines or ())):
         if not spec.supports(capability):
             raise InputError(f"{name!r} is not a {capability.value} model")
         return {"model": name}
-    raise NotFoundError(f"the model {name!r} does not exist (GET /v1/models lists those this key may use)")
+    raise NotFoundError(
+        f"the model {name!r} does not exist or this key may not use it (GET /v1/models lists those it may use)"
+    )
 
 
 def checked_texts(value: str | list[Any], settings: ServiceSettings) -> list[str]:
@@ -76,7 +81,7 @@ def _vector(row: np.ndarray, encoding: str) -> list[float] | str:
 async def embeddings(body: EmbeddingsRequest, request: Request, who: EmbedCaller) -> Response:
     state = service(request)
     texts = checked_texts(body.input, state.settings)
-    chosen = target(state.ai, body.model, Capability.EMBEDDING)
+    chosen = await target(state.ai, who, body.model, Capability.EMBEDDING)
     if body.dimensions is not None:
         served = state.ai.route(chosen.get("model"), chosen.get("pipeline"), Capability.EMBEDDING).models[0]
         if body.dimensions != served.dimensions:
@@ -130,7 +135,7 @@ def _admission_tokens(messages: Sequence[dict[str, str]], params: GenerationPara
 async def chat_completions(body: ChatRequest, request: Request, who: GenerateCaller) -> Response:
     state = service(request)
     messages, params = _generation_input(body, state.settings)
-    chosen = target(state.ai, body.model, Capability.GENERATION)
+    chosen = await target(state.ai, who, body.model, Capability.GENERATION)
     tokens = _admission_tokens(messages, params)
     created = int(time.time())
     if body.stream:
