@@ -159,6 +159,7 @@ async def measure_facade(url: str, calls: int, concurrency: int) -> dict[str, An
         "providers:\n  fake: {type: fake, models: [{name: text-embedding-3-small}]}\n"
         "pipelines:\n  embedding: {kind: embedding, candidates: [fake/text-embedding-3-small]}\n"
         f"database: {{url: '{url}'}}\n"
+        "cache: {enabled: false}\n"  # the ledger and budgets are measured here, not the caches
     )
     async with PulseAI.from_yaml(config) as ai:
         platform = await ai.platform()
