@@ -387,23 +387,18 @@ class PlatformIndexer(Indexer):
     async def purge_tenant(self, tenant: str) -> PurgeReport:
         """Every point of the tenant, in every table and space, and its cached embeddings, answers,
         searches and schema."""
+        failures: list[str] = []
         try:
             report = await super().purge_tenant(tenant)
+            removed = [*report.dropped_collections, *report.deleted_points, *report.leftovers]
         except PurgeIncompleteError as incomplete:  # the caches are purged all the same
-            failures = list(incomplete.failures)
-            try:
-                await self._ai.caches.purge_tenant(tenant)
-            except CacheClearIncompleteError as error:
-                failures.extend(f"cache: {failure}" for failure in error.failures)
-            raise PurgeIncompleteError(tenant, failures, removed=incomplete.removed) from None
+            failures, removed = list(incomplete.failures), list(incomplete.removed)
         try:
             await self._ai.caches.purge_tenant(tenant)
         except CacheClearIncompleteError as error:
-            raise PurgeIncompleteError(
-                tenant,
-                [f"cache: {failure}" for failure in error.failures],
-                removed=[*report.dropped_collections, *report.deleted_points, *report.leftovers],
-            ) from None
+            failures.extend(f"cache: {failure}" for failure in error.failures)
+        if failures:
+            raise PurgeIncompleteError(tenant, failures, removed=removed) from None
         return report
 
 

@@ -56,6 +56,13 @@ def backend_error(backend: str) -> BaseException:
     return sqlite3.OperationalError("disk I/O error") if backend == "sqlite" else RedisConnectionError("reset")
 
 
+async def with_victim_entry(caches: Caches) -> str:
+    """One entry of tenant ``victim`` in every tier of the embeddings level; its key."""
+    victim = make_key("emb", "victim", digest("secret text"))
+    await caches.levels["embeddings"].set_many([(victim, VALUE)], "victim")
+    return victim
+
+
 async def shared_count(caches: Caches, key: str, tenant: str) -> int:
     """Whether the shared tier still holds ``key`` (read straight from the backend)."""
     found = await caches.levels["embeddings"].back.backend.get_many([key])
@@ -66,8 +73,7 @@ async def test_a_purge_after_a_blip_still_clears_the_shared_tier(location: tuple
     backend, where = location
     async with Caches.from_config(config(backend, where)) as caches:
         level = caches.levels["embeddings"]
-        victim = make_key("emb", "victim", digest("secret text"))
-        await level.set_many([(victim, VALUE)], "victim")
+        victim = await with_victim_entry(caches)
         shared = level.back.backend
         shared.get_many = failing(shared.get_many, backend_error(backend), times=1)  # type: ignore[method-assign]
         await level.get_many([make_key("emb", "other", digest("q"))], "other")  # one failure: marked down
@@ -81,8 +87,7 @@ async def test_a_purge_that_cannot_reach_the_shared_tier_says_so(location: tuple
     backend, where = location
     async with Caches.from_config(config(backend, where)) as caches:
         level = caches.levels["embeddings"]
-        victim = make_key("emb", "victim", digest("secret text"))
-        await level.set_many([(victim, VALUE)], "victim")
+        victim = await with_victim_entry(caches)
         shared = level.back.backend
         original_clear = shared.clear
         shared.clear = failing(shared.clear, backend_error(backend), times=100)  # type: ignore[method-assign]
