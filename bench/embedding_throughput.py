@@ -25,7 +25,7 @@ from bench.retrieval_quality import DATA, local_provider  # noqa: E402
 from bench.retrieval_quality import run as run_retrieval  # noqa: E402
 from pulse_ai import PulseAI, PulseAIError  # noqa: E402
 from pulse_ai.catalog import DEFAULT_LOCAL_BACKEND  # noqa: E402
-from pulse_ai.providers.local import load_sentence_transformer, resolve_model_path  # noqa: E402
+from pulse_ai.providers.local import load_default_model, load_sentence_transformer, resolve_model_path  # noqa: E402
 
 # name -> (backend, precision); torch_fp32 is the reference
 BACKENDS = {
@@ -97,7 +97,9 @@ async def bench_local(count: int, naive_count: int, mix: str = "mixed") -> dict[
     texts = title_texts(count) if mix == "titles" else mixed_texts(count)
     async with PulseAI.default() as ai:
         _, spec = ai.model("local/all-MiniLM-L6-v2")
+        # the reference: torch fp32 text batches of sentence-transformers' default size
         model, _ = load_sentence_transformer(resolve_model_path(spec), "auto")
+        *_, choice = load_default_model(resolve_model_path(spec), "auto")  # what the framework runs
         batch_size = 32  # sentence-transformers' default
         await ai.embed(texts[:64])  # warm up
         model.encode(texts[:64], batch_size=batch_size)
@@ -118,6 +120,8 @@ async def bench_local(count: int, naive_count: int, mix: str = "mixed") -> dict[
     return {
         "texts": count,
         "mix": mix,
+        "framework_backend": f"{choice.backend}_{choice.precision}",
+        "raw_encode_backend": "torch_fp32",
         "raw_encode_batch_size": batch_size,
         "raw_encode_per_s": round(raw, 1),
         "framework_per_s": round(framework, 1),

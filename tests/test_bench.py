@@ -26,7 +26,8 @@ def test_embedding_throughput_bench_prints_its_json() -> None:
     completed = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
     report = json.loads(completed.stdout)
     assert set(report) >= {"local", "remote", "backends", "default_backend", "concurrent"}
-    assert report["default_backend"] == "torch_fp32"
+    assert report["default_backend"] == "openvino_bf16"  # the measured default (README, "Inference backends")
+    assert report["local"]["framework_backend"] == "openvino_bf16"
     torch_fp32 = report["backends"]["torch_fp32"]
     assert torch_fp32["long_per_s"] > 0 and torch_fp32["short_per_s"] > 0 and torch_fp32["ndcg_at_10"] is None
     onnx = report["backends"]["onnx_int8"]  # measured, or the reason it could not be
