@@ -18,6 +18,7 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -224,15 +225,17 @@ def _quantize_openvino(model: SentenceTransformer, target: Path) -> None:
         for text in texts:
             handle.write(json.dumps({"text": text}) + "\n")
     try:
-        export_static_quantized_openvino_model(
-            model,
-            OVQuantizationConfig(num_samples=len(texts)),
-            str(target),
-            dataset_name=str(calibration),
-            dataset_config_name="default",
-            dataset_split="train",
-            column_name="text",
-        )
+        # nncf draws its progress on stdout, which belongs to the caller (a CLI's output, a bench's JSON)
+        with contextlib.redirect_stdout(sys.stderr):
+            export_static_quantized_openvino_model(
+                model,
+                OVQuantizationConfig(num_samples=len(texts)),
+                str(target),
+                dataset_name=str(calibration),
+                dataset_config_name="default",
+                dataset_split="train",
+                column_name="text",
+            )
     finally:
         shutil.rmtree(calibration, ignore_errors=True)
 
