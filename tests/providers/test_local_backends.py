@@ -321,3 +321,21 @@ def test_a_gpu_runs_the_default_as_torch(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(local_module, "load_sentence_transformer", fake_load)
     *_, choice = load_default_model(MODEL_PATH, "auto")
     assert calls == [("cuda", "torch", "fp32")] and (choice.backend, choice.precision) == ("torch", "fp32")
+
+
+@needs_openvino
+def test_openvino_runs_the_precision_it_was_given(tmp_path: Path) -> None:
+    """On a CPU with AMX, OpenVINO runs an fp32 model in bf16 unless told not to: `precision: fp32`
+    must be fp32, and bf16 is bf16 wherever the CPU has bf16 instructions."""
+    import openvino
+
+    from pulse_ai.providers.local import load_sentence_transformer
+
+    has_bf16 = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    ran = {}
+    for precision in ("fp32", "bf16"):
+        model, _ = load_sentence_transformer(MODEL_PATH, "cpu", "openvino", precision, tmp_path)
+        model.encode(["compile"])
+        ran[precision] = str(model[0].auto_model.request.get_property("INFERENCE_PRECISION_HINT"))
+    assert "float32" in ran["fp32"]
+    assert ("bfloat16" in ran["bf16"]) is has_bf16

@@ -244,8 +244,10 @@ def load_export(path: Path, backend: str, precision: str, file_name: str) -> Sen
     from sentence_transformers import SentenceTransformer
 
     model_kwargs: dict[str, Any] = {"file_name": file_name}
-    if backend == "openvino" and precision == "bf16":
-        model_kwargs["ov_config"] = {"INFERENCE_PRECISION_HINT": "bf16"}
+    if backend == "openvino" and precision in ("bf16", "fp32"):
+        # explicit both ways: on a CPU with AMX, OpenVINO runs an fp32 model in bf16 unless told not to
+        hint = "bf16" if precision == "bf16" else "f32"
+        model_kwargs["ov_config"] = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
     if backend == "onnx":
         model_kwargs["provider"] = "CPUExecutionProvider"
     try:
