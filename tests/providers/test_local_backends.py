@@ -339,3 +339,25 @@ def test_openvino_runs_the_precision_it_was_given(tmp_path: Path) -> None:
         ran[precision] = str(model[0].auto_model.request.get_property("INFERENCE_PRECISION_HINT"))
     assert "float32" in ran["fp32"]
     assert ("bfloat16" in ran["bf16"]) is has_bf16
+
+
+@needs_openvino
+async def test_an_unwritable_cache_dir_is_a_clear_error_or_the_default_falls_back(
+    tmp_path: Path, reference: SentenceTransformer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory", encoding="utf-8")
+    with pytest.raises(ModelExportError, match=r"cannot keep the openvino bf16 export.*writable directory"):
+        prepare_export(MODEL_PATH, "openvino", "bf16", blocked / "cache", reference)
+    _, _, choice = load_default_model(MODEL_PATH, "cpu", blocked / "cache")
+    assert (choice.backend, choice.precision) == ("torch", "fp32") and "writable" in str(choice.reason)
+
+    # a valid export in a cache that cannot be written (no lock can be taken) is still used
+    made = prepare_export(MODEL_PATH, "openvino", "bf16", tmp_path / "cache", reference)
+
+    def no_lock(path: Path) -> None:
+        raise PermissionError(13, "Read-only file system", str(path))
+
+    monkeypatch.setattr(local_export, "_locked", no_lock)
+    again = prepare_export(MODEL_PATH, "openvino", "bf16", tmp_path / "cache", reference)
+    assert (again.path, again.made) == (made.path, False)

@@ -158,6 +158,21 @@ def prepare_export(
             f"cannot export {source!r}: exports are made from a model directory on this machine (give `path:`)"
         )
     final = export_dir_for(source, backend, precision, cache_dir)
+    try:
+        return _prepare_in(final, source, backend, precision, reference)
+    except OSError as exc:  # a read-only or full cache directory, a lock that cannot be taken
+        raise ModelExportError(
+            f"cannot keep the {backend} {precision} export of {source!r} in {final.parent}: {exc} "
+            f"(set `cache_dir:` or ${CACHE_DIR_ENV} to a writable directory)"
+        ) from exc
+
+
+def _prepare_in(final: Path, source: str, backend: str, precision: str, reference: SentenceTransformer) -> Export:
+    # a valid export is read without the lock, so that a read-only cache (an image made with
+    # `pulse-ai models prepare`) serves; only a missing or damaged one is (re)made under it
+    file_name = _valid_manifest(final) if final.exists() else None
+    if file_name is not None:
+        return Export(final, backend, precision, file_name, made=False)
     final.parent.mkdir(parents=True, exist_ok=True)
     with _locked(final.parent / f".{final.name}.lock"):
         if final.exists():
