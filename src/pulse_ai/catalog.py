@@ -309,10 +309,12 @@ class Catalog:
 
 def resolve_backend(backend: str | None, precision: str | None) -> tuple[str, str]:
     """A local model's (backend, precision): the configured ones, else the measured default. A
-    backend given alone runs at fp32 unless it is the default backend."""
+    backend given alone runs at fp32 unless it is the default backend; a precision given alone runs
+    on torch, as it did before the default became OpenVINO (a configuration keeps its meaning)."""
     if backend is None:
-        backend = DEFAULT_LOCAL_BACKEND[0]
-        return backend, precision or DEFAULT_LOCAL_BACKEND[1]
+        if precision is not None:
+            return "torch", precision
+        return DEFAULT_LOCAL_BACKEND
     if precision is None:
         precision = DEFAULT_LOCAL_BACKEND[1] if backend == DEFAULT_LOCAL_BACKEND[0] else "fp32"
     return backend, precision

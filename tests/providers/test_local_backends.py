@@ -102,6 +102,7 @@ def test_space_ids_follow_the_measured_decision() -> None:
     assert spec("openvino", "fp32") == fp32  # measured: mixed with torch fp32, the same nDCG@10
     assert spec("openvino", "bf16") == fp32  # measured: mixed both ways, within 0.0005
     assert spec("openvino", None) == fp32  # a backend alone runs its default precision (bf16)
+    assert spec(None, "bf16") == spec("torch", "bf16") != fp32  # a precision alone runs on torch
     assert spec("openvino", "int8") == "sentence-transformers/all-MiniLM-L6-v2+openvino-int8@384/unit"
     for backend, precision in [("openvino", "int8"), ("openvino", "bf16"), ("torch", "bf16"), ("onnx", "int8")]:
         shares = (backend, precision) in SHARES_FP32_SPACE
@@ -307,10 +308,12 @@ def test_a_gpu_runs_the_default_as_torch(monkeypatch: pytest.MonkeyPatch) -> Non
     assert spec.default_backend and spec.vector_space == "sentence-transformers/all-MiniLM-L6-v2@384/unit"
     text = (
         "providers: {local: {type: sentence_transformers, device: cuda, "
-        "models: [{name: m, dimensions: 8, precision: int8}]}}"
+        "models: [{name: all-MiniLM-L6-v2, precision: PRECISION}]}}"
     )
-    with pytest.raises(ConfigError, match=r"models\[0\]\.backend: `backend: openvino` runs on the CPU"):
-        load_config_text(text)
+    # a precision alone keeps its meaning from before the default changed: torch
+    assert load_config_text(text.replace("PRECISION", "bf16")).models["local/all-MiniLM-L6-v2"].backend == "torch"
+    with pytest.raises(ConfigError, match=r"models\[0\]\.precision: `backend: torch` does not run `precision: int8`"):
+        load_config_text(text.replace("PRECISION", "int8"))
     calls: list[tuple[str, ...]] = []
 
     def fake_load(path: str, device: str, backend: str, precision: str, cache_dir: object = None) -> tuple[str, str]:
@@ -361,3 +364,83 @@ async def test_an_unwritable_cache_dir_is_a_clear_error_or_the_default_falls_bac
     monkeypatch.setattr(local_export, "_locked", no_lock)
     again = prepare_export(MODEL_PATH, "openvino", "bf16", tmp_path / "cache", reference)
     assert (again.path, again.made) == (made.path, False)
+
+
+@needs_openvino
+def test_a_prepared_export_is_readable_by_others_and_killed_builds_are_swept(
+    tmp_path: Path, reference: SentenceTransformer
+) -> None:
+    parent = local_export.export_dir_for(MODEL_PATH, "openvino", "fp32", tmp_path).parent
+    parent.mkdir(parents=True)
+    stale = parent / ".openvino-fp32.building-killed"  # what a kill -9 mid-export leaves
+    (stale / "openvino").mkdir(parents=True)
+    (stale / "openvino" / "openvino_model.bin").write_bytes(b"\0" * 1024)
+    export = prepare_export(MODEL_PATH, "openvino", "fp32", tmp_path, reference)
+    assert export.made and not stale.exists()
+    assert [p.name for p in parent.iterdir() if ".building-" in p.name] == []
+    for path in [export.path, *export.path.rglob("*")]:  # a service user reads what root prepared
+        assert path.stat().st_mode & (0o005 if path.is_dir() else 0o004), path
+
+
+@needs_openvino
+def test_an_intact_export_that_fails_its_self_test_is_made_again_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pulse_ai.providers.local import load_sentence_transformer
+
+    reference_model = SentenceTransformer(MODEL_PATH, device="cpu", local_files_only=True)
+    first = prepare_export(MODEL_PATH, "openvino", "fp32", tmp_path, reference_model)
+    made = (first.path / MANIFEST).stat().st_mtime_ns
+    real_self_test = local_export.self_test
+    refusals = []
+
+    def drifted_once(model: SentenceTransformer, reference: SentenceTransformer, what: str) -> float:
+        if not refusals:  # the reused export (as if another OpenVINO version made it) drifts
+            refusals.append(what)
+            raise ModelExportError(f"the {what} model fails its self-test: cosine 0.5")
+        return real_self_test(model, reference, what)
+
+    monkeypatch.setattr("pulse_ai.providers.local.self_test", drifted_once)
+    model, _ = load_sentence_transformer(MODEL_PATH, "cpu", "openvino", "fp32", tmp_path)
+    assert refusals == ["openvino fp32"]
+    assert (first.path / MANIFEST).stat().st_mtime_ns != made  # removed and made again
+    assert model.encode(["x"]).shape == (1, 384)
+
+
+def test_the_export_lock_never_follows_a_symlink_and_gives_up_in_time(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    (tmp_path / "planted.lock").symlink_to(outside)
+    with pytest.raises(OSError), local_export._locked(tmp_path / "planted.lock"):
+        pass
+    assert not outside.exists()
+    with local_export._locked(tmp_path / "held.lock"):  # held here: another taker gives up
+        child = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from pathlib import Path; from pulse_ai.providers import local_export as e\n"
+                "try:\n    e._locked(Path(sys.argv[1]), timeout=0.5).__enter__()\n"
+                "except TimeoutError as x:\n    print('gave up:', x)",
+                str(tmp_path / "held.lock"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert "gave up: another process has held" in child.stdout, child.stderr
+
+
+async def test_a_local_model_that_cannot_run_is_a_503_without_server_paths(caplog: pytest.LogCaptureFixture) -> None:
+    from pulse_ai.service.errors import problem_of
+
+    for error in (
+        ModelExportError("cannot keep the openvino bf16 export of '/srv/models/x' in /var/cache/p: denied"),
+        BackendUnavailableError(
+            "the openvino backend needs openvino; install it with pip install 'pulse-ai[openvino]'"
+        ),
+    ):
+        with caplog.at_level("ERROR", logger="pulse_ai.service"):
+            problem = problem_of(error)
+        assert (problem.status, problem.code) == (503, "model_unavailable")  # not the caller's fault
+        assert "/" not in problem.message and "openvino" not in problem.message
+        assert str(error) in caplog.text  # the operator sees the details

@@ -17,7 +17,15 @@ from pulse_ai.config import SentenceTransformersConfig
 from pulse_ai.errors import BackendUnavailableError, ConfigError, ModelExportError, ProviderUnavailableError
 from pulse_ai.providers.base import BatchEmbedding, EmbeddingProvider
 from pulse_ai.providers.batcher import EncodedTexts, MicroBatcher
-from pulse_ai.providers.local_export import default_cache_dir, load_export, prepare_export, require_packages, self_test
+from pulse_ai.providers.local_export import (
+    Export,
+    default_cache_dir,
+    discard_export,
+    load_export,
+    prepare_export,
+    require_packages,
+    self_test,
+)
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -77,7 +85,8 @@ def load_sentence_transformer(
     inference on it. A backend other than torch fp32 runs an export (see :mod:`local_export`),
     made on first use into ``cache_dir`` and self-tested against torch fp32 before it is used."""
     device = _pick_device(device) if backend == "torch" else "cpu"
-    key = (path, device, backend, precision, str(cache_dir or ""))
+    # torch runs no export: one copy per device whatever the cache directory
+    key = (path, device, backend, precision, "" if backend == "torch" else str(cache_dir or ""))
     with _load_lock:
         if key not in _loaded:
             _loaded[key] = (_load(path, device, backend, precision, cache_dir), threading.Lock())
@@ -149,8 +158,21 @@ def _load(path: str, device: str, backend: str, precision: str, cache_dir: Path 
         model.to(torch.bfloat16)
     else:
         export = prepare_export(path, backend, precision, cache_dir or default_cache_dir(), reference)
-        model = load_export(export.path, backend, precision, export.file_name)
-    self_test(model, reference, f"{backend} {precision}")  # every time, before use
+        try:
+            return _checked(load_export(export.path, backend, precision, export.file_name), reference, export)
+        except ModelExportError:
+            if export.made:
+                raise
+            # intact files that do not load or drifted (another backend version made them): made again, once
+            discard_export(export)
+            export = prepare_export(path, backend, precision, cache_dir or default_cache_dir(), reference)
+            return _checked(load_export(export.path, backend, precision, export.file_name), reference, export)
+    return _checked(model, reference, None)
+
+
+def _checked(model: SentenceTransformer, reference: SentenceTransformer, export: Export | None) -> SentenceTransformer:
+    what = f"{export.backend} {export.precision}" if export else "torch bf16"
+    self_test(model, reference, what)  # every time, before use
     return model
 
 
@@ -220,7 +242,7 @@ class SentenceTransformersProvider(EmbeddingProvider):
         self._batchers: dict[str, MicroBatcher] = {}
 
     def _model_for(self, spec: ModelSpec) -> tuple[SentenceTransformer, threading.Lock]:
-        cache_dir = Path(self.config.cache_dir) if self.config.cache_dir else None
+        cache_dir = Path(self.config.cache_dir).expanduser() if self.config.cache_dir else None
         if spec.default_backend:
             model, lock, _ = load_default_model(resolve_model_path(spec), self.config.device, cache_dir)
         else:

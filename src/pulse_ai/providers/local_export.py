@@ -20,6 +20,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ __all__ = [
     "REFERENCE_TEXTS",
     "Export",
     "default_cache_dir",
+    "discard_export",
     "export_dir_for",
     "prepare_export",
     "require_packages",
@@ -84,7 +86,7 @@ def default_cache_dir() -> Path:
     """``$PULSE_AI_MODEL_CACHE``, else ``$XDG_CACHE_HOME/pulse-ai/models`` (``~/.cache/pulse-ai/models``)."""
     configured = os.environ.get(CACHE_DIR_ENV)
     if configured:
-        return Path(configured)
+        return Path(configured).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "pulse-ai" / "models"
 
@@ -179,13 +181,16 @@ def _prepare_in(final: Path, source: str, backend: str, precision: str, referenc
             file_name = _valid_manifest(final)
             if file_name is not None:
                 return Export(final, backend, precision, file_name, made=False)
-            shutil.rmtree(final, ignore_errors=True)  # half-written or corrupted: made again
+            _remove(final)  # half-written or corrupted: made again
+        for stale in final.parent.glob(f".{final.name}.building-*"):
+            _remove(stale)  # left by a process killed mid-export (whoever builds holds this lock)
         building = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
         try:
             file_name = _export(source, backend, precision, building)
             model = load_export(building, backend, precision, file_name)
             self_test(model, reference, f"{backend} {precision}")
             _write_manifest(building, backend, precision, file_name)
+            _readable_by_all(building)  # mkdtemp makes it 0700: a service user must read a prepared cache
             os.replace(building, final)
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)
@@ -193,14 +198,56 @@ def _prepare_in(final: Path, source: str, backend: str, precision: str, referenc
     return Export(final, backend, precision, file_name, made=True)
 
 
+def discard_export(export: Export) -> None:
+    """Remove a reused export that would not load or failed its self-test (its files matched their
+    manifest: made by another version of a backend, say), so that the next prepare makes it again."""
+    try:
+        with _locked(export.path.parent / f".{export.path.name}.lock"):
+            if _valid_manifest(export.path) == export.file_name:  # still the one that failed, not a new one
+                _remove(export.path)
+    except OSError as exc:
+        raise ModelExportError(f"cannot remove the failed export in {export.path}: {exc}") from exc
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)  # a link is removed, never followed
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _readable_by_all(directory: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [directory, *directory.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask | (0o700 if path.is_dir() else 0o600))
+
+
+# How long a process waits for another one's export before it gives up (an export takes ~10-60 s)
+LOCK_TIMEOUT = 600.0
+
+
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # released by the kernel if this process dies
+def _locked(path: Path, timeout: float | None = None) -> Iterator[None]:
+    """An exclusive lock on ``path`` (never through a symlink), given up after ``timeout`` seconds."""
+    deadline = time.monotonic() + (LOCK_TIMEOUT if timeout is None else timeout)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    try:
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the kernel if we die
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"another process has held {path} for too long") from None
+                time.sleep(0.2)
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+    finally:
+        os.close(descriptor)
 
 
 def _export(source: str, backend: str, precision: str, target: Path) -> str:

@@ -31,7 +31,7 @@ def prepare_local_models(loaded: LoadedConfig | None = None) -> list[str]:
             continue
         backend, precision = resolve_backend(spec.backend, spec.precision)
         source = resolve_model_path(spec)
-        cache_dir = Path(provider.cache_dir) if provider.cache_dir else default_cache_dir()
+        cache_dir = Path(provider.cache_dir).expanduser() if provider.cache_dir else default_cache_dir()
         if spec.default_backend:
             target = export_dir_for(source, backend, precision, cache_dir)
             before = _manifest_time(target)

@@ -23,6 +23,8 @@ AuthenticationError, BadRequestError,          502     the service's configurati
 MalformedResponseError (providers')                    is at fault, not the caller
 ProviderTimeoutError, the request deadline     504
 DatabaseError                                  503
+BackendUnavailableError, ModelExportError      503     a local model cannot run here; the details
+                                                       (paths) go to the log, not the caller
 VectorSpaceError                               400     a vector of the wrong size, or a table
                                                        indexed in another vector space
 VectorStoreError                               503     500 for TenantIsolationError / a purge left
@@ -46,12 +48,14 @@ from pulse_ai.errors import (
     AllProvidersFailed,
     ApiKeyRefusedError,
     AuthenticationError,
+    BackendUnavailableError,
     BadRequestError,
     BudgetExceededError,
     ConfigError,
     DatabaseError,
     InputError,
     MalformedResponseError,
+    ModelExportError,
     NotFoundError,
     PipelineNotAllowedError,
     ProviderError,
@@ -137,6 +141,10 @@ def problem_of(error: BaseException) -> Problem:
         return Problem(429, message, "insufficient_quota", "budget_exceeded", dict(NO_RETRY))
     if isinstance(error, InputError):
         return Problem(400, message, "invalid_request_error", "invalid_input")
+    if isinstance(error, (BackendUnavailableError, ModelExportError)):
+        # the server's own local model cannot run: not the caller's fault, and its paths stay in the log
+        log.error("local model unavailable: %s", message)
+        return Problem(503, "a local model cannot run on this server", "service_unavailable", "model_unavailable")
     if isinstance(error, ConfigError):  # a model or pipeline the configuration cannot serve as asked
         return Problem(400, message, "invalid_request_error", "invalid_model")
     if isinstance(error, RateLimitedError):
