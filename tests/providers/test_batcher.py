@@ -81,7 +81,7 @@ async def test_calls_arriving_while_busy_share_one_run_and_get_their_own_results
         assert result.truncated == sum(1 for t in call if len(t) > 20)
 
 
-async def test_runs_are_capped_without_splitting_a_call() -> None:
+async def test_runs_are_capped_and_a_call_that_fits_a_run_is_never_split() -> None:
     encoder = ScriptedEncoder()
     batcher = MicroBatcher(encoder, max_texts_per_run=4)
     busy = await hold_model(encoder, batcher)
@@ -92,6 +92,64 @@ async def test_runs_are_capped_without_splitting_a_call() -> None:
     await busy
     assert [len(run) for run in encoder.runs] == [1, 3, 3, 3]
     assert [r.vectors.shape[0] for r in results] == [3, 3, 3]
+
+
+async def test_a_bulk_call_does_not_starve_small_callers_behind_it() -> None:
+    """A 10-text call is cut into pieces of the run size (4); the runs take pieces round-robin, so a
+    one-text caller that arrives behind it waits for one run, not for the whole bulk call."""
+    encoder = ScriptedEncoder()
+    batcher = MicroBatcher(encoder, max_texts_per_run=4)
+    busy = await hold_model(encoder, batcher)
+    bulk_texts = [f"bulk {i:02d}" for i in range(10)]
+    bulk = asyncio.create_task(batcher.submit(bulk_texts))
+    await asyncio.sleep(0)
+    small = [asyncio.create_task(batcher.submit([f"small {i}"])) for i in range(2)]
+    await asyncio.sleep(0)
+    encoder.release.set()
+    await busy
+    results = await asyncio.gather(bulk, *small)
+    # the bulk call's first piece, then the small callers with the bulk call's next piece
+    assert encoder.runs[1] == bulk_texts[:4]
+    assert encoder.runs[2] == ["small 0", "small 1"]
+    assert encoder.runs[3:] == [bulk_texts[4:8], bulk_texts[8:]]
+    # each caller's answer in its own order, with its own token counts, assembled from its pieces
+    expected = np.array([[len(t), ord(t[0]), 1.0] for t in bulk_texts], dtype=np.float32)
+    np.testing.assert_array_equal(results[0].vectors, expected)
+    assert results[0].input_tokens == 20 and results[0].truncated == 0
+    assert [r.input_tokens for r in results[1:]] == [2, 2]
+    np.testing.assert_array_equal(results[1].vectors, [[7, ord("s"), 1]])
+
+
+async def test_a_bulk_call_failing_in_one_piece_fails_alone_and_stops() -> None:
+    encoder = ScriptedEncoder()
+    batcher = MicroBatcher(encoder, max_texts_per_run=2)
+    busy = await hold_model(encoder, batcher)
+    bulk = asyncio.create_task(batcher.submit(["ok 1", "ok 2", "bad 3", "ok 4", "ok 5", "ok 6"]))
+    other = asyncio.create_task(batcher.submit(["fine"]))
+    await asyncio.sleep(0)
+    encoder.release.set()
+    await busy
+    with pytest.raises(ProviderUnavailableError):
+        await bulk
+    assert (await other).vectors.shape == (1, 3)
+    encoded = [text for run in encoder.runs for text in run]
+    assert "ok 5" not in encoded  # the failed call's remaining pieces cost no model work
+
+
+async def test_cancelling_a_bulk_call_drops_its_pieces_not_yet_taken() -> None:
+    encoder = ScriptedEncoder()
+    batcher = MicroBatcher(encoder, max_texts_per_run=2)
+    busy = await hold_model(encoder, batcher)
+    bulk = asyncio.create_task(batcher.submit([f"bulk {i}" for i in range(8)]))
+    await asyncio.sleep(0)
+    bulk.cancel()
+    await asyncio.sleep(0)
+    encoder.release.set()
+    await busy
+    with pytest.raises(asyncio.CancelledError):
+        await bulk
+    assert (await batcher.submit(["after"])).vectors.shape == (1, 3)
+    assert not any(text.startswith("bulk") for run in encoder.runs for text in run)
 
 
 async def test_cancelled_callers_leave_the_others_alone_and_queued_ones_cost_nothing() -> None:

@@ -6,11 +6,17 @@ call starts at once (a lone call is not delayed), and the calls that arrive whil
 are merged into the next run, which the model then cuts into its own token-budgeted batches.
 There is no fixed wait: the time a run takes is the gathering window.
 
+Runs are fair between calls: a call is cut into pieces of at most ``max_texts_per_run`` texts, and
+each run takes pieces round-robin from the waiting calls, so that a one-text call arriving behind a
+4,096-text bulk call waits for one run, not for the whole bulk call (a tenant's indexing job does
+not stall another tenant's search). A call's answer is assembled from its pieces, in order.
+
 Each caller gets back exactly its own vectors, in order, and its own token counts (usage is billed
 per tenant, so ``input_tokens`` and ``truncated`` are summed from per-text counts, never shared out).
-A caller cancelled before its texts are taken costs no model work; one cancelled later is dropped
-from the answer without disturbing the others. When a merged run fails, each of its calls is run
-again on its own, so a text that breaks the model fails only the call that sent it.
+A caller cancelled before its texts are taken costs no model work (nor do its pieces not yet taken);
+one cancelled later is dropped from the answer without disturbing the others. When a merged run
+fails, each of its pieces is run again on its own, so a text that breaks the model fails only the
+call that sent it.
 
 Callers may come from several event loops and threads at once: results go back to each caller's
 own loop with ``call_soon_threadsafe``, and the runner thread belongs to no loop (it is started on
@@ -33,8 +39,8 @@ from pulse_ai.providers.base import BatchEmbedding
 
 __all__ = ["EncodedTexts", "MicroBatcher"]
 
-# A run takes queued calls up to this many texts (a call is never split): large enough to fill
-# many model batches, small enough that the first caller in a crowd is not held for all of it.
+# A run takes up to this many texts, and a call is cut into pieces of at most this many: large
+# enough to fill many model batches, small enough that a caller behind a bulk call waits one run.
 MAX_TEXTS_PER_RUN = 256
 # The runner thread outlives a burst by this long, so that one caller after another (or bursts in
 # quick succession) reuse it and the thread pools torch keeps per calling thread.
@@ -57,6 +63,26 @@ class _Call:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[BatchEmbedding]
     abandoned: bool = field(default=False)
+    # pieces (start, end) not yet taken by a run, and the answers of the pieces done (by start)
+    pieces: deque[tuple[int, int]] = field(default_factory=deque)
+    done: dict[int, EncodedTexts] = field(default_factory=dict)
+    piece_count: int = 0
+    failed: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.abandoned or self.failed or self.future.done()
+
+
+@dataclass(frozen=True, eq=False)
+class _Piece:
+    call: _Call
+    start: int
+    end: int
+
+    @property
+    def texts(self) -> list[str]:
+        return self.call.texts[self.start : self.end]
 
 
 class MicroBatcher:
@@ -77,6 +103,11 @@ class MicroBatcher:
         """Embed ``texts`` (already checked by the caller) as part of whatever run takes them."""
         loop = asyncio.get_running_loop()
         call = _Call(list(texts), loop, loop.create_future())
+        size = self._max_texts
+        call.pieces.extend((start, min(start + size, len(texts))) for start in range(0, len(texts), size))
+        if not call.pieces:  # no texts: one empty piece, so that the model still answers the call
+            call.pieces.append((0, 0))
+        call.piece_count = len(call.pieces)
         with self._work:
             self._queue.append(call)
             start = not self._running
@@ -90,36 +121,41 @@ class MicroBatcher:
             call.abandoned = True  # if not yet taken, the runner skips it
             raise
 
-    def _take(self) -> list[_Call]:
-        """The next run's calls, oldest first (under the lock)."""
-        taken: list[_Call] = []
+    def _take(self) -> list[_Piece]:
+        """The next run's pieces, round-robin over the waiting calls (under the lock)."""
+        taken: list[_Piece] = []
         count = 0
         while self._queue:
             call = self._queue[0]
-            if call.abandoned or call.future.done():
+            if call.finished:
                 self._queue.popleft()
                 continue
-            if taken and count + len(call.texts) > self._max_texts:
+            start, end = call.pieces[0]
+            if taken and count + (end - start) > self._max_texts:
                 break
-            taken.append(self._queue.popleft())
-            count += len(call.texts)
+            self._queue.popleft()
+            call.pieces.popleft()
+            taken.append(_Piece(call, start, end))
+            count += end - start
+            if call.pieces:
+                self._queue.append(call)  # its next piece waits for every other call's turn
         return taken
 
     def _drain(self) -> None:
         while True:
             with self._work:
-                calls = self._take()
-                if not calls:  # idle: wait a little for more before the thread ends
+                pieces = self._take()
+                if not pieces:  # idle: wait a little for more before the thread ends
                     self._work.wait(IDLE_SECONDS)
-                    calls = self._take()
-                    if not calls:
+                    pieces = self._take()
+                    if not pieces:
                         self._running = False
                         return
             try:
-                self._run(calls)
+                self._run(pieces)
             except BaseException as exc:  # never leave a caller waiting on a dead runner
-                for call in calls:
-                    _settle(call, exc)
+                for piece in pieces:
+                    _settle(piece.call, exc)
                 with self._work:
                     pending = list(self._queue)
                     self._queue.clear()
@@ -128,33 +164,43 @@ class MicroBatcher:
                     _settle(call, exc)
                 raise
 
-    def _run(self, calls: list[_Call]) -> None:
+    def _run(self, pieces: list[_Piece]) -> None:
         self.runs += 1
-        self.calls_served += len(calls)
-        texts = [text for call in calls for text in call.texts]
+        self.calls_served += len({id(piece.call) for piece in pieces if piece.start == 0})
+        texts = [text for piece in pieces for text in piece.texts]
         try:
             encoded = self._encode(texts)
         except Exception as exc:
-            if len(calls) == 1:
-                _settle(calls[0], exc)
+            if len(pieces) == 1:
+                pieces[0].call.failed = True  # its other pieces are not run
+                _settle(pieces[0].call, exc)
                 return
-            # One call's text may be what broke the run: run each on its own to find out.
-            for call in calls:
-                if not call.abandoned:
-                    self._run([call])
+            # One piece's text may be what broke the run: run each on its own to find out.
+            for piece in pieces:
+                if not piece.call.finished:
+                    self._run([piece])
             return
-        start = 0
-        for call in calls:
-            end = start + len(call.texts)
-            _settle(
-                call,
-                BatchEmbedding(
-                    vectors=encoded.vectors[start:end].copy(),
-                    input_tokens=sum(encoded.tokens[start:end]),
-                    truncated=sum(1 for flag in encoded.truncated[start:end] if flag),
-                ),
+        offset = 0
+        for piece in pieces:
+            size = piece.end - piece.start
+            call = piece.call
+            call.done[piece.start] = EncodedTexts(
+                encoded.vectors[offset : offset + size].copy(),
+                encoded.tokens[offset : offset + size],
+                encoded.truncated[offset : offset + size],
             )
-            start = end
+            offset += size
+            if not call.finished and len(call.done) == call.piece_count:
+                _settle(call, _assemble(call))
+
+
+def _assemble(call: _Call) -> BatchEmbedding:
+    parts = [call.done[start] for start in sorted(call.done)]
+    return BatchEmbedding(
+        vectors=np.concatenate([part.vectors for part in parts]),
+        input_tokens=sum(sum(part.tokens) for part in parts),
+        truncated=sum(1 for part in parts for flag in part.truncated if flag),
+    )
 
 
 def _settle(call: _Call, outcome: BatchEmbedding | BaseException) -> None:
