@@ -177,7 +177,7 @@ async def test_a_stream_cancelled_before_its_first_chunk_records_what_it_sent(db
 
 
 async def test_cache_hits_consume_no_token_budget(db_url: str, tmp_path: object) -> None:
-    text = fakes(db_url) + f"cache: {{enabled: true, sqlite_path: '{tmp_path}/cache.db'}}\n"
+    text = fakes(db_url) + f"cache: {{enabled: true, timeout: 30, sqlite_path: '{tmp_path}/cache.db'}}\n"
     async with PulseAI.from_yaml(text) as ai:
         tenant = await new_tenant(ai)
         platform = await ai.platform()

@@ -26,7 +26,8 @@ def config(db_url: str, tmp: Path) -> str:
         f"  embedding: {{kind: embedding, candidates: [a/{EMB}]}}\n"
         "  chat: {kind: generation, candidates: [a/gpt-4o-mini]}\n"
         f"database: {{url: '{db_url}'}}\n"
-        f"cache: {{enabled: true, sqlite_path: '{tmp}/cache.db'}}\n"
+        # a generous bound: these tests are about the call path, not about a slow cache tier
+        f"cache: {{enabled: true, timeout: 30, sqlite_path: '{tmp}/cache.db'}}\n"
         f"vector_store: {{backend: embedded, path: '{tmp}/vectors'}}\n"
     )
 

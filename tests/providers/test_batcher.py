@@ -271,3 +271,88 @@ async def test_one_callers_bad_input_does_not_fail_the_others() -> None:
     assert isinstance(outcomes[7], InputError)
     good = [o for i, o in enumerate(outcomes) if i != 7]
     assert all(not isinstance(o, BaseException) and o.vectors.shape == (1, 384) for o in good)
+
+
+class ShortAnswer(ScriptedEncoder):
+    """Drops the answer of any text containing "skip": a malformed model answer, one row short."""
+
+    def __call__(self, texts: list[str]) -> EncodedTexts:
+        encoded = super().__call__(texts)
+        keep = [i for i, text in enumerate(texts) if "skip" not in text]
+        return EncodedTexts(
+            encoded.vectors[keep], [encoded.tokens[i] for i in keep], [encoded.truncated[i] for i in keep]
+        )
+
+
+async def test_an_answer_of_the_wrong_length_never_hands_one_caller_anothers_vectors() -> None:
+    encoder = ShortAnswer()
+    batcher = MicroBatcher(encoder)
+    busy = await hold_model(encoder, batcher)
+    tenant_a = asyncio.create_task(batcher.submit(["a one", "skip this"]))
+    tenant_b = asyncio.create_task(batcher.submit(["tenant b secret", "b two"]))
+    await asyncio.sleep(0)
+    encoder.release.set()
+    await busy
+    with pytest.raises(ProviderUnavailableError, match=r"1 vectors.*for 2 texts"):
+        await tenant_a  # its own piece, run alone, is still short: it fails alone
+    result_b = await tenant_b
+    np.testing.assert_array_equal(result_b.vectors, [[15, ord("t"), 1], [5, ord("b"), 1]])
+    assert result_b.input_tokens == 5
+
+
+async def test_a_base_exception_in_the_model_reaches_callers_as_an_ordinary_error() -> None:
+    class Interrupting(ScriptedEncoder):
+        def __call__(self, texts: list[str]) -> EncodedTexts:
+            if any("interrupt" in text for text in texts):
+                self.runs.append(list(texts))
+                raise KeyboardInterrupt("from the model")
+            return super().__call__(texts)
+
+    encoder = Interrupting()
+    batcher = MicroBatcher(encoder, max_texts_per_run=1)
+    busy = await hold_model(encoder, batcher)
+    victim = asyncio.create_task(batcher.submit(["interrupt me"]))
+    queued = asyncio.create_task(batcher.submit(["queued behind"]))
+    await asyncio.sleep(0)
+    encoder.hold.clear()
+    encoder.release.set()
+    await busy
+    with pytest.raises(ProviderUnavailableError, match="KeyboardInterrupt"):
+        await victim  # an Exception: a KeyboardInterrupt on the future would stop this event loop
+    assert (await queued).vectors.shape == (1, 3)  # served by a fresh runner, not failed
+
+
+async def test_a_runner_thread_that_cannot_start_fails_the_call_and_the_next_one_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    encoder = ScriptedEncoder()
+    batcher = MicroBatcher(encoder)
+    real_start = threading.Thread.start
+
+    def refused(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refused)
+    with pytest.raises(ProviderUnavailableError, match="could not start a thread"):
+        await batcher.submit(["first"])
+    monkeypatch.setattr(threading.Thread, "start", real_start)
+    assert (await asyncio.wait_for(batcher.submit(["second"]), 30)).vectors.shape == (1, 3)
+
+
+async def test_a_failed_callers_error_carries_nothing_of_the_merged_run() -> None:
+    encoder = ScriptedEncoder()
+    batcher = MicroBatcher(encoder)
+    busy = await hold_model(encoder, batcher)
+    other = asyncio.create_task(batcher.submit(["tenant a confidential"]))
+    bad = asyncio.create_task(batcher.submit(["bad input"]))
+    await asyncio.sleep(0)
+    encoder.release.set()
+    await busy
+    await other
+    with pytest.raises(ProviderUnavailableError) as caught:
+        await bad
+    chain, error = [], caught.value
+    while error is not None:
+        chain.append(error)
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    assert len(chain) == 1  # no merged-run failure in its context

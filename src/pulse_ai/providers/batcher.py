@@ -8,8 +8,10 @@ There is no fixed wait: the time a run takes is the gathering window.
 
 Runs are fair between calls: a call is cut into pieces of at most ``max_texts_per_run`` texts, and
 each run takes pieces round-robin from the waiting calls, so that a one-text call arriving behind a
-4,096-text bulk call waits for one run, not for the whole bulk call (a tenant's indexing job does
-not stall another tenant's search). A call's answer is assembled from its pieces, in order.
+4,096-text bulk call waits for at most two runs, not for the whole bulk call (a tenant's indexing job
+does not stall another tenant's search). Fairness is per call, not per tenant: a tenant with five
+bulk calls in flight gets five turns. A call's answer is assembled from its pieces, in order; a
+model answer of the wrong length fails the run (it would hand one caller another's vectors).
 
 Each caller gets back exactly its own vectors, in order, and its own token counts (usage is billed
 per tenant, so ``input_tokens`` and ``truncated`` are summed from per-text counts, never shared out).
@@ -35,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from pulse_ai.errors import ProviderUnavailableError
 from pulse_ai.providers.base import BatchEmbedding
 
 __all__ = ["EncodedTexts", "MicroBatcher"]
@@ -114,7 +117,14 @@ class MicroBatcher:
             self._running = True
             self._work.notify()
         if start:
-            threading.Thread(target=self._drain, name="pulse-ai-micro-batcher", daemon=True).start()
+            try:
+                threading.Thread(target=self._drain, name="pulse-ai-micro-batcher", daemon=True).start()
+            except RuntimeError as exc:  # no thread to be had (a container's thread limit): fail, never hang
+                with self._work:
+                    self._running = False
+                    with contextlib.suppress(ValueError):
+                        self._queue.remove(call)
+                raise ProviderUnavailableError(f"local inference could not start a thread: {exc}") from exc
         try:
             return await call.future
         except asyncio.CancelledError:
@@ -154,44 +164,64 @@ class MicroBatcher:
             try:
                 self._run(pieces)
             except BaseException as exc:  # never leave a caller waiting on a dead runner
+                # the run's callers get an ordinary error (a KeyboardInterrupt set on their futures would
+                # stop their event loops); calls only queued are served by a fresh runner
+                error = ProviderUnavailableError(f"local inference stopped: {type(exc).__name__}")
                 for piece in pieces:
-                    _settle(piece.call, exc)
+                    _settle(piece.call, error)
                 with self._work:
-                    pending = list(self._queue)
-                    self._queue.clear()
-                    self._running = False
-                for call in pending:
-                    _settle(call, exc)
+                    restart = bool(self._queue)
+                    self._running = restart
+                if restart:
+                    threading.Thread(target=self._drain, name="pulse-ai-micro-batcher", daemon=True).start()
                 raise
 
     def _run(self, pieces: list[_Piece]) -> None:
         self.runs += 1
         self.calls_served += len({id(piece.call) for piece in pieces if piece.start == 0})
-        texts = [text for piece in pieces for text in piece.texts]
+        answers: list[EncodedTexts] = []
+        failure: Exception | None = None
         try:
-            encoded = self._encode(texts)
+            answers = _split(self._encode([text for piece in pieces for text in piece.texts]), pieces)
         except Exception as exc:
+            failure = exc
+        if failure is not None:
             if len(pieces) == 1:
                 pieces[0].call.failed = True  # its other pieces are not run
-                _settle(pieces[0].call, exc)
+                _settle(pieces[0].call, failure)
                 return
+            failure = None  # outside the handler: a caller's error never carries another's run
             # One piece's text may be what broke the run: run each on its own to find out.
             for piece in pieces:
                 if not piece.call.finished:
                     self._run([piece])
             return
-        offset = 0
-        for piece in pieces:
-            size = piece.end - piece.start
+        for piece, answer in zip(pieces, answers, strict=True):
             call = piece.call
-            call.done[piece.start] = EncodedTexts(
-                encoded.vectors[offset : offset + size].copy(),
-                encoded.tokens[offset : offset + size],
-                encoded.truncated[offset : offset + size],
-            )
-            offset += size
+            call.done[piece.start] = answer
             if not call.finished and len(call.done) == call.piece_count:
                 _settle(call, _assemble(call))
+
+
+def _split(encoded: EncodedTexts, pieces: list[_Piece]) -> list[EncodedTexts]:
+    """Each piece's share of a run's answer; an answer of the wrong length fails the whole run (it
+    would hand one caller another's vectors), which is then run again piece by piece."""
+    count = sum(piece.end - piece.start for piece in pieces)
+    vectors = np.asarray(encoded.vectors, dtype=np.float32)
+    lengths = (vectors.shape[0] if vectors.ndim == 2 else -1, len(encoded.tokens), len(encoded.truncated))
+    if lengths != (count, count, count):
+        raise ProviderUnavailableError(
+            f"local inference returned {lengths[0]} vectors, {lengths[1]} token counts and {lengths[2]} "
+            f"truncation flags for {count} texts"
+        )
+    tokens = [int(n) for n in encoded.tokens]
+    truncated = [bool(flag) for flag in encoded.truncated]
+    shares, offset = [], 0
+    for piece in pieces:
+        end = offset + piece.end - piece.start
+        shares.append(EncodedTexts(vectors[offset:end].copy(), tokens[offset:end], truncated[offset:end]))
+        offset = end
+    return shares
 
 
 def _assemble(call: _Call) -> BatchEmbedding:
