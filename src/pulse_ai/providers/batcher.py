@@ -117,19 +117,26 @@ class MicroBatcher:
             self._running = True
             self._work.notify()
         if start:
-            try:
-                threading.Thread(target=self._drain, name="pulse-ai-micro-batcher", daemon=True).start()
-            except RuntimeError as exc:  # no thread to be had (a container's thread limit): fail, never hang
-                with self._work:
-                    self._running = False
-                    with contextlib.suppress(ValueError):
-                        self._queue.remove(call)
-                raise ProviderUnavailableError(f"local inference could not start a thread: {exc}") from exc
+            self._start_runner()
         try:
             return await call.future
         except asyncio.CancelledError:
             call.abandoned = True  # if not yet taken, the runner skips it
             raise
+
+    def _start_runner(self) -> None:
+        """Start the runner thread (``_running`` is already set); when no thread can be had (a
+        container's thread limit), the queued calls fail instead of waiting forever."""
+        try:
+            threading.Thread(target=self._drain, name="pulse-ai-micro-batcher", daemon=True).start()
+        except RuntimeError as exc:
+            error = ProviderUnavailableError(f"local inference could not start a thread: {exc}")
+            with self._work:
+                self._running = False
+                pending = list(self._queue)
+                self._queue.clear()
+            for call in pending:
+                _settle(call, error)
 
     def _take(self) -> list[_Piece]:
         """The next run's pieces, round-robin over the waiting calls (under the lock)."""
@@ -173,7 +180,7 @@ class MicroBatcher:
                     restart = bool(self._queue)
                     self._running = restart
                 if restart:
-                    threading.Thread(target=self._drain, name="pulse-ai-micro-batcher", daemon=True).start()
+                    self._start_runner()
                 raise
 
     def _run(self, pieces: list[_Piece]) -> None:
@@ -190,8 +197,8 @@ class MicroBatcher:
                 pieces[0].call.failed = True  # its other pieces are not run
                 _settle(pieces[0].call, failure)
                 return
-            failure = None  # outside the handler: a caller's error never carries another's run
-            # One piece's text may be what broke the run: run each on its own to find out.
+            # One piece's text may be what broke the run: run each on its own to find out (outside the
+            # handler, so that a caller's error never carries another caller's run as its context).
             for piece in pieces:
                 if not piece.call.finished:
                     self._run([piece])

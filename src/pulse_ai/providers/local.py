@@ -18,7 +18,6 @@ from pulse_ai.errors import BackendUnavailableError, ConfigError, ModelExportErr
 from pulse_ai.providers.base import BatchEmbedding, EmbeddingProvider
 from pulse_ai.providers.batcher import EncodedTexts, MicroBatcher
 from pulse_ai.providers.local_export import (
-    Export,
     default_cache_dir,
     discard_export,
     load_export,
@@ -156,23 +155,24 @@ def _load(path: str, device: str, backend: str, precision: str, cache_dir: Path 
 
         model = _load_torch(path, device)
         model.to(torch.bfloat16)
-    else:
-        export = prepare_export(path, backend, precision, cache_dir or default_cache_dir(), reference)
-        try:
-            return _checked(load_export(export.path, backend, precision, export.file_name), reference, export)
-        except ModelExportError:
-            if export.made:
-                raise
-            # intact files that do not load or drifted (another backend version made them): made again, once
-            discard_export(export)
-            export = prepare_export(path, backend, precision, cache_dir or default_cache_dir(), reference)
-            return _checked(load_export(export.path, backend, precision, export.file_name), reference, export)
-    return _checked(model, reference, None)
+        return _checked(model, reference, backend, precision)
+    directory = cache_dir or default_cache_dir()
+    export = prepare_export(path, backend, precision, directory, reference)
+    try:
+        return _checked(load_export(export.path, backend, precision, export.file_name), reference, backend, precision)
+    except ModelExportError:
+        if export.made:
+            raise
+        # intact files that do not load or drifted (another backend version made them): made again, once
+        discard_export(export)
+    export = prepare_export(path, backend, precision, directory, reference)
+    return _checked(load_export(export.path, backend, precision, export.file_name), reference, backend, precision)
 
 
-def _checked(model: SentenceTransformer, reference: SentenceTransformer, export: Export | None) -> SentenceTransformer:
-    what = f"{export.backend} {export.precision}" if export else "torch bf16"
-    self_test(model, reference, what)  # every time, before use
+def _checked(
+    model: SentenceTransformer, reference: SentenceTransformer, backend: str, precision: str
+) -> SentenceTransformer:
+    self_test(model, reference, f"{backend} {precision}")  # every time, before use
     return model
 
 

@@ -19,8 +19,8 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,13 +184,15 @@ def _prepare_in(final: Path, source: str, backend: str, precision: str, referenc
             _remove(final)  # half-written or corrupted: made again
         for stale in final.parent.glob(f".{final.name}.building-*"):
             _remove(stale)  # left by a process killed mid-export (whoever builds holds this lock)
-        building = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
+        # a plain mkdir (not mkdtemp's 0700): the export gets the umask's modes, so that a cache prepared
+        # by one user serves another; the name is unique enough, as whoever builds holds the lock
+        building = final.parent / f".{final.name}.building-{uuid.uuid4().hex}"
+        building.mkdir()
         try:
             file_name = _export(source, backend, precision, building)
             model = load_export(building, backend, precision, file_name)
             self_test(model, reference, f"{backend} {precision}")
             _write_manifest(building, backend, precision, file_name)
-            _readable_by_all(building)  # mkdtemp makes it 0700: a service user must read a prepared cache
             os.replace(building, final)
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)
@@ -214,14 +216,6 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)  # a link is removed, never followed
     else:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _readable_by_all(directory: Path) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in [directory, *directory.rglob("*")]:
-        if not path.is_symlink():
-            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask | (0o700 if path.is_dir() else 0o600))
 
 
 # How long a process waits for another one's export before it gives up (an export takes ~10-60 s)

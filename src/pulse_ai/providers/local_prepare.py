@@ -32,29 +32,25 @@ def prepare_local_models(loaded: LoadedConfig | None = None) -> list[str]:
         backend, precision = resolve_backend(spec.backend, spec.precision)
         source = resolve_model_path(spec)
         cache_dir = Path(provider.cache_dir).expanduser() if provider.cache_dir else default_cache_dir()
-        if spec.default_backend:
-            target = export_dir_for(source, backend, precision, cache_dir)
-            before = _manifest_time(target)
-            _, _, choice = load_default_model(source, provider.device, cache_dir)
-            if choice.reason is not None:
-                lines.append(
-                    f"{spec.ref}: {choice.backend} {choice.precision} (the default {backend} {precision} "
-                    f"does not run here: {choice.reason}); nothing to export (runs {source})"
-                )
-                continue
-            reused = before is not None and before == _manifest_time(target)
-            state = "checked, reused" if reused else "made, self-tested"
-            lines.append(f"{spec.ref}: {backend} {precision} (the default), {state}: {target}")
-            continue
-        if backend == "torch":
-            load_sentence_transformer(source, provider.device, backend, precision)
-            lines.append(f"{spec.ref}: {backend} {precision}, nothing to export (runs {source})")
-            continue
         target = export_dir_for(source, backend, precision, cache_dir)
         before = _manifest_time(target)
-        load_sentence_transformer(source, provider.device, backend, precision, cache_dir)
-        state = "checked, reused" if before is not None and before == _manifest_time(target) else "made, self-tested"
-        lines.append(f"{spec.ref}: {backend} {precision}, {state}: {target}")
+        note = ""
+        if spec.default_backend:
+            _, _, choice = load_default_model(source, provider.device, cache_dir)
+            note = (
+                " (the default)"
+                if choice.reason is None
+                else f" (the default {backend} {precision} cannot run: {choice.reason})"
+            )
+            backend, precision = choice.backend, choice.precision
+        else:
+            load_sentence_transformer(source, provider.device, backend, precision, cache_dir)
+        if backend == "torch":
+            lines.append(f"{spec.ref}: {backend} {precision}{note}, nothing to export (runs {source})")
+            continue
+        reused = before is not None and before == _manifest_time(target)
+        state = "checked, reused" if reused else "made, self-tested"
+        lines.append(f"{spec.ref}: {backend} {precision}{note}, {state}: {target}")
     if not lines:
         lines.append("no local models in this configuration")
     return lines
