@@ -25,6 +25,7 @@ from pulse_ai.providers.local_export import (
     require_packages,
     self_test,
 )
+from pulse_ai.providers.local_lanes import lanes_of
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -292,20 +293,26 @@ class SentenceTransformersProvider(EmbeddingProvider):
     def _encode_by_tokens(
         self, model: SentenceTransformer, texts: list[str], lengths: list[int], spec: ModelSpec
     ) -> npt.NDArray[np.float32]:
-        """Longest first, each batch holding about ``tokens_per_batch`` padded tokens."""
+        """Longest first, each batch holding about ``tokens_per_batch`` padded tokens; an OpenVINO
+        model runs several batches at once on its lanes (see ``local_lanes``)."""
         budget = self.tokens_per_batch(model)
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])
-        vectors: npt.NDArray[np.float32] | None = None
+        batches: list[list[int]] = []
         start = 0
         while start < len(order):
             take = max(1, budget // max(1, lengths[order[start]]))
-            chosen = order[start : start + take]
-            encoded = self._run_model(model, [texts[i] for i in chosen], len(chosen), spec)
-            if vectors is None:
-                vectors = np.empty((len(texts), encoded.shape[1]), dtype=np.float32)
-            vectors[chosen] = encoded
+            batches.append(order[start : start + take])
             start += take
-        assert vectors is not None
+        lanes = lanes_of(model)
+        if lanes is None or len(batches) == 1:  # a lone batch runs on every core at once
+            encoded = [self._run_model(model, [texts[i] for i in chosen], len(chosen), spec) for chosen in batches]
+        else:
+            encoded = lanes.encode(model, [[texts[i] for i in chosen] for chosen in batches])
+            if spec.normalized:
+                encoded = [_unit(vectors) for vectors in encoded]
+        vectors = np.empty((len(texts), encoded[0].shape[1]), dtype=np.float32)
+        for chosen, batch_vectors in zip(batches, encoded, strict=True):
+            vectors[chosen] = batch_vectors
         return vectors
 
     @staticmethod
@@ -320,9 +327,13 @@ class SentenceTransformersProvider(EmbeddingProvider):
             show_progress_bar=False,
         )
         vectors = np.asarray(encoded, dtype=np.float32)
-        if spec.normalized:  # again in float32: a bf16 model normalises in bf16 (norms off by ~0.4%)
-            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        return vectors
+        # again in float32: a bf16 model normalises in bf16 (norms off by ~0.4%)
+        return _unit(vectors) if spec.normalized else vectors
 
     async def health_check(self, model: ModelSpec) -> None:
         await self.embed(["health"], model)
+
+
+def _unit(vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return vectors
