@@ -174,3 +174,16 @@ def test_when_optimum_recompiles_the_model_runs_one_batch_at_a_time(cache_dir: P
 
     result = asyncio.run(embed())
     assert np.sum(result.vectors * before, axis=1).min() >= 0.999
+
+
+def test_a_forked_child_does_not_use_the_parents_lanes(model: SentenceTransformer) -> None:
+    """The pool's threads stay in the parent: a child that submitted to it would wait forever."""
+    import os
+
+    assert lanes_of(model) is not None
+    pid = os.fork()
+    if pid == 0:  # the child: no inference here (OpenVINO's own threads are not forked either)
+        os._exit(0 if lanes_of(model) is None else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert lanes_of(model) is not None

@@ -17,6 +17,7 @@ by the caller, one after another, and only the model runs on the lanes."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -44,6 +45,7 @@ class Lanes:
         self._latency = latency
         self._throughput = throughput
         self.count = count
+        self._pid = os.getpid()  # a forked child inherits the pool but none of its threads
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(count, thread_name_prefix="pulse-ai-openvino", initializer=self._mark_lane)
 
@@ -116,9 +118,12 @@ def install_lanes(model: SentenceTransformer) -> Lanes | None:
 
 def lanes_of(model: SentenceTransformer) -> Lanes | None:
     """The lanes installed in ``model``, if they are still in place (optimum recompiles, and drops
-    them, when the model is moved or reshaped: it then runs one batch at a time, as before)."""
+    them, when the model is moved or reshaped: it then runs one batch at a time, as before) and this
+    is the process that made them (in a forked child their threads do not exist)."""
     try:
         request: Any = getattr(model[0].auto_model, "request", None)
     except (AttributeError, IndexError, TypeError):
         return None
-    return request if isinstance(request, Lanes) else None
+    if not isinstance(request, Lanes) or request._pid != os.getpid():
+        return None
+    return request
