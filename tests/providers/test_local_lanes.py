@@ -187,3 +187,39 @@ def test_a_forked_child_does_not_use_the_parents_lanes(model: SentenceTransforme
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert lanes_of(model) is not None
+
+
+def test_on_one_cpu_there_are_no_lanes_and_batches_run_one_at_a_time(
+    model: SentenceTransformer, cache_dir: Path
+) -> None:
+    """A process confined to one CPU gets one OpenVINO stream: no lanes, the same vectors."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    texts = _texts(30)
+    script = f"""
+import asyncio, json, os, pathlib
+os.sched_setaffinity(0, {{sorted(os.sched_getaffinity(0))[0]}})
+from pulse_ai import PulseAI
+from pulse_ai.providers.local import load_sentence_transformer
+from pulse_ai.providers.local_lanes import lanes_of
+
+async def main():
+    async with PulseAI.from_yaml({_config(cache_dir)!r}) as ai:
+        return await ai.embed({texts!r}, model={MODEL!r})
+
+vectors = asyncio.run(main()).vectors
+model, _ = load_sentence_transformer({MODEL_PATH!r}, "cpu", "openvino", "bf16", pathlib.Path({str(cache_dir)!r}))
+print(json.dumps({{"lanes": lanes_of(model) is not None, "vectors": vectors.tolist()}}))
+"""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["lanes"] is False
+    expected = model.encode(texts, convert_to_numpy=True, normalize_embeddings=True)
+    assert np.sum(np.asarray(answer["vectors"]) * expected, axis=1).min() >= 0.999
