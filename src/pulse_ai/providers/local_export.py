@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pulse_ai.errors import BackendUnavailableError, ModelExportError
-from pulse_ai.providers.local_lanes import install_lanes, lanes_of
+from pulse_ai.providers.local_lanes import install_lanes, lanes_of, remove_lanes
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -333,6 +333,7 @@ def self_test(model: SentenceTransformer, reference: SentenceTransformer, what: 
         runs.append(np.concatenate(lanes.encode(model, [REFERENCE_TEXTS[:half], REFERENCE_TEXTS[half:]])))
     lowest = float(np.min([np.sum(_unit(ours) * theirs, axis=1) for ours in runs]))  # NaN stays NaN
     if not np.isfinite(lowest) or lowest < MIN_SELF_TEST_COSINE:
+        remove_lanes(model)  # refused: its threads end now
         raise ModelExportError(
             f"the {what} model fails its self-test: cosine {lowest:.4f} to torch fp32 on the reference texts "
             f"(at least {MIN_SELF_TEST_COSINE} is needed); it is not used"
