@@ -24,6 +24,7 @@ from pulse_ai.providers.local_export import (
     prepare_export,
     require_packages,
     self_test,
+    unit_rows,
 )
 from pulse_ai.providers.local_lanes import lanes_of
 
@@ -277,13 +278,15 @@ class SentenceTransformersProvider(EmbeddingProvider):
             texts, lengths = clip_texts(model.tokenizer, texts, max_length)
             try:
                 if self.config.batch_size is not None:  # the configuration's fixed batch size
-                    vectors = self._run_model(model, texts, self.config.batch_size, spec)
+                    vectors = self._run_model(model, texts, self.config.batch_size)
                 else:
-                    vectors = self._encode_by_tokens(model, texts, [min(n, max_length) for n in lengths], spec)
+                    vectors = self._encode_by_tokens(model, texts, [min(n, max_length) for n in lengths])
             except RuntimeError as exc:  # torch out of memory and the like
                 raise ProviderUnavailableError(
                     f"local inference failed: {exc}", provider=self.name, model=spec.name
                 ) from exc
+        if spec.normalized:  # in float32: a bf16 model normalises in bf16 (norms off by ~0.4%)
+            vectors = unit_rows(vectors)
         return EncodedTexts(
             vectors=vectors,
             tokens=[min(length, max_length) for length in lengths],
@@ -291,7 +294,7 @@ class SentenceTransformersProvider(EmbeddingProvider):
         )
 
     def _encode_by_tokens(
-        self, model: SentenceTransformer, texts: list[str], lengths: list[int], spec: ModelSpec
+        self, model: SentenceTransformer, texts: list[str], lengths: list[int]
     ) -> npt.NDArray[np.float32]:
         """Longest first, each batch holding about ``tokens_per_batch`` padded tokens; an OpenVINO
         model runs several batches at once on its lanes (see ``local_lanes``)."""
@@ -305,35 +308,24 @@ class SentenceTransformersProvider(EmbeddingProvider):
             start += take
         lanes = lanes_of(model)
         if lanes is None or len(batches) == 1:  # a lone batch runs on every core at once
-            encoded = [self._run_model(model, [texts[i] for i in chosen], len(chosen), spec) for chosen in batches]
+            encoded = [self._run_model(model, [texts[i] for i in chosen], len(chosen)) for chosen in batches]
         else:
             encoded = lanes.encode(model, [[texts[i] for i in chosen] for chosen in batches])
-            if spec.normalized:
-                encoded = [_unit(vectors) for vectors in encoded]
         vectors = np.empty((len(texts), encoded[0].shape[1]), dtype=np.float32)
         for chosen, batch_vectors in zip(batches, encoded, strict=True):
             vectors[chosen] = batch_vectors
         return vectors
 
     @staticmethod
-    def _run_model(
-        model: SentenceTransformer, texts: list[str], batch_size: int, spec: ModelSpec
-    ) -> npt.NDArray[np.float32]:
+    def _run_model(model: SentenceTransformer, texts: list[str], batch_size: int) -> npt.NDArray[np.float32]:
         encoded: Any = model.encode(
             texts,
             batch_size=batch_size,
             convert_to_numpy=True,
-            normalize_embeddings=spec.normalized,
+            normalize_embeddings=False,  # by the caller, in float32
             show_progress_bar=False,
         )
-        vectors = np.asarray(encoded, dtype=np.float32)
-        # again in float32: a bf16 model normalises in bf16 (norms off by ~0.4%)
-        return _unit(vectors) if spec.normalized else vectors
+        return np.asarray(encoded, dtype=np.float32)
 
     async def health_check(self, model: ModelSpec) -> None:
         await self.embed(["health"], model)
-
-
-def _unit(vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    return vectors

@@ -47,6 +47,7 @@ __all__ = [
     "prepare_export",
     "require_packages",
     "self_test",
+    "unit_rows",
 ]
 
 CACHE_DIR_ENV = "PULSE_AI_MODEL_CACHE"
@@ -325,13 +326,13 @@ def load_export(path: Path, backend: str, precision: str, file_name: str) -> Sen
 def self_test(model: SentenceTransformer, reference: SentenceTransformer, what: str) -> float:
     """The lowest cosine between ``model``'s and ``reference``'s unit vectors on the reference texts;
     below ``MIN_SELF_TEST_COSINE`` the model is refused."""
-    theirs = _unit(reference.encode(REFERENCE_TEXTS, convert_to_numpy=True, show_progress_bar=False))
+    theirs = unit_rows(reference.encode(REFERENCE_TEXTS, convert_to_numpy=True, show_progress_bar=False))
     runs = [model.encode(REFERENCE_TEXTS, convert_to_numpy=True, show_progress_bar=False)]
     lanes = lanes_of(model)
     if lanes is not None:  # the parallel path too (its own compile of the network), two batches at once
         half = len(REFERENCE_TEXTS) // 2
         runs.append(np.concatenate(lanes.encode(model, [REFERENCE_TEXTS[:half], REFERENCE_TEXTS[half:]])))
-    lowest = float(np.min([np.sum(_unit(ours) * theirs, axis=1) for ours in runs]))  # NaN stays NaN
+    lowest = float(np.min([np.sum(unit_rows(ours) * theirs, axis=1) for ours in runs]))  # NaN stays NaN
     if not np.isfinite(lowest) or lowest < MIN_SELF_TEST_COSINE:
         remove_lanes(model)  # refused: its threads end now
         raise ModelExportError(
@@ -341,7 +342,8 @@ def self_test(model: SentenceTransformer, reference: SentenceTransformer, what: 
     return lowest
 
 
-def _unit(vectors: Any) -> npt.NDArray[np.float32]:
+def unit_rows(vectors: Any) -> npt.NDArray[np.float32]:
+    """Each row scaled to length 1, in float32 (a zero row stays zero)."""
     array = np.asarray(vectors, dtype=np.float32)
     unit: npt.NDArray[np.float32] = array / np.maximum(np.linalg.norm(array, axis=1, keepdims=True), 1e-12)
     return unit

@@ -107,7 +107,8 @@ def _forward(model: SentenceTransformer, features: dict[str, Any]) -> npt.NDArra
 
     with torch.inference_mode():
         embeddings = model(features)["sentence_embedding"]
-    return np.asarray(embeddings.float().numpy(), dtype=np.float32)
+    vectors: npt.NDArray[np.float32] = embeddings.float().numpy()
+    return vectors
 
 
 def install_lanes(model: SentenceTransformer) -> Lanes | None:
